@@ -1,0 +1,59 @@
+// Chunked multi-stream copies. Chunks alternate between streams so that one slow call does not
+// leave the copy engines idle; streams are created once per context and kept.
+#include "copier.h"
+
+#include <algorithm>
+
+namespace gpusleep {
+
+Copier::Copier(Driver& driver, int streams_per_context, std::size_t chunk_bytes)
+    : driver_(driver),
+      streams_per_context_(std::max(1, streams_per_context)),
+      chunk_(std::max<std::size_t>(chunk_bytes, 1)) {}
+
+Copier::~Copier() {
+  for (auto& [ctx, cs] : contexts_) {
+    if (driver_.set_context(ctx) != kDrvOk) continue;
+    for (Stream s : cs.streams)
+      driver_.stream_destroy(s);
+  }
+}
+
+DrvStatus Copier::issue(Context ctx, Direction direction, void* host, DevicePtr dev,
+                        std::size_t bytes) {
+  DrvStatus rc = driver_.set_context(ctx);
+  ContextStreams& cs = contexts_[ctx];
+  while (rc == kDrvOk && cs.streams.size() < static_cast<std::size_t>(streams_per_context_)) {
+    Stream s = nullptr;
+    rc = driver_.stream_create(&s);
+    if (rc == kDrvOk) cs.streams.push_back(s);
+  }
+  if (cs.streams.empty() && rc == kDrvOk) rc = kDrvNotSupported;
+  auto* h = static_cast<char*>(host);
+  for (std::size_t off = 0; rc == kDrvOk && off < bytes; off += chunk_) {
+    std::size_t n = std::min(chunk_, bytes - off);
+    Stream s = cs.streams[cs.next++ % cs.streams.size()];
+    rc = direction == Direction::kToHost ? driver_.copy_to_host(h + off, dev + off, n, s)
+                                         : driver_.copy_to_device(dev + off, h + off, n, s);
+    cs.used = true;
+  }
+  if (rc != kDrvOk && first_error_ == kDrvOk) first_error_ = rc;
+  return rc;
+}
+
+DrvStatus Copier::wait() {
+  DrvStatus result = first_error_;
+  for (auto& [ctx, cs] : contexts_) {
+    if (!cs.used) continue;
+    cs.used = false;
+    DrvStatus rc = driver_.set_context(ctx);
+    for (Stream s : cs.streams) {
+      if (rc == kDrvOk) rc = driver_.stream_synchronize(s);
+    }
+    if (result == kDrvOk) result = rc;
+  }
+  first_error_ = kDrvOk;
+  return result;
+}
+
+}  // namespace gpusleep

@@ -1,0 +1,586 @@
+// The engine. Locks: the table's lock guards region state (held briefly); op_mu_ serializes sleep
+// and wake and is held across their copies, but allocation and free never take it, so the host's
+// threads keep allocating while a controller moves other tags.
+#include "engine.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "log.h"
+#include "units.h"
+
+namespace gpusleep {
+namespace {
+
+constexpr std::size_t kSleepHostReserve = std::size_t{1} << 30;  // host memory a sleep leaves
+constexpr int kBackgroundPrepThreads = 2;
+
+int choose_prep_threads(int configured) {
+  if (configured > 0) return configured;
+  int cpus = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(cpus / 2, 2, 16);
+}
+
+std::size_t round_up(std::size_t n, std::size_t to) {
+  return (n + to - 1) / to * to;
+}
+
+// Restores the calling thread's context on scope exit (frees run on the host's threads).
+class ContextRestorer {
+ public:
+  explicit ContextRestorer(Driver& driver) : driver_(driver) {
+    ok_ = driver_.current_context(&saved_) == kDrvOk;
+  }
+  ~ContextRestorer() {
+    if (ok_) driver_.set_context(saved_);
+  }
+
+ private:
+  Driver& driver_;
+  Context saved_ = nullptr;
+  bool ok_ = false;
+};
+
+std::vector<TagReport> tag_reports(const std::vector<std::shared_ptr<Region>>& regions,
+                                   const std::vector<Policy>& policies) {
+  std::map<std::string, TagReport> by_tag;
+  for (std::size_t i = 0; i < regions.size(); ++i) {
+    TagReport& t = by_tag[regions[i]->tag];
+    t.tag = regions[i]->tag;
+    t.policy = policies[i];
+    t.regions += 1;
+    t.bytes += regions[i]->mapped;
+  }
+  std::vector<TagReport> out;
+  for (auto& [name, report] : by_tag)
+    out.push_back(std::move(report));
+  return out;
+}
+
+}  // namespace
+
+Engine::Engine(Driver& driver, const Options& options)
+    : driver_(driver),
+      options_(options),
+      tagger_(options.default_tag),
+      preparer_(choose_prep_threads(options.prep_threads), kBackgroundPrepThreads),
+      copier_(driver, options.copy_streams, options.copy_chunk) {
+  for (const auto& [tag, policy] : options.policies)
+    policies_.set(tag, policy);
+  known_tags_.insert(options.default_tag);
+}
+
+Engine::~Engine() {
+  for (const RegionInfo& r : table_.snapshot())
+    free(r.va);
+}
+
+bool Engine::device_info(int device, DeviceInfo* info) {
+  if (device < 0 || device >= kMaxDevices) return false;
+  std::lock_guard<std::mutex> lock(devices_mu_);
+  DeviceInfo& d = devices_[device];
+  if (!d.checked) {
+    d.checked = true;
+    bool vmm = false;
+    std::size_t gran = 0;
+    if (driver_.vmm_supported(device, &vmm) == kDrvOk && vmm &&
+        driver_.granularity(device, &gran) == kDrvOk && gran > 0) {
+      d.vmm = true;
+      d.granularity = gran;
+      used_devices_.insert(device);
+    } else {
+      GS_WARN("device %d does not support virtual memory management; its allocations pass through",
+              device);
+    }
+  }
+  *info = d;
+  return true;
+}
+
+AllocOutcome Engine::allocate(std::size_t size, int device, std::uintptr_t call_site,
+                              DevicePtr* out) {
+  DeviceInfo info;
+  if (options_.disable || size == 0 || !device_info(device, &info) || !info.vmm) {
+    return AllocOutcome::kPassthrough;
+  }
+  Context ctx = nullptr;
+  if (DrvStatus rc = driver_.ensure_context(device, &ctx)) {
+    GS_WARN("no context for device %d (%s); allocation passes through", device,
+            driver_.describe(rc).c_str());
+    return AllocOutcome::kPassthrough;
+  }
+  const std::uint64_t id = next_id_++;
+  TagDecision decision = tagger_.decide(AllocationSite{size, device, id, call_site});
+  if (decision.passthrough) return AllocOutcome::kPassthrough;
+  const std::size_t mapped = round_up(size, info.granularity);
+  if (mapped < size) return AllocOutcome::kPassthrough;
+
+  DevicePtr va = 0;
+  PhysHandle handle = 0;
+  const char* step = "reserve";
+  DrvStatus rc = driver_.reserve(mapped, info.granularity, &va);
+  if (rc == kDrvOk) {
+    step = "create";
+    rc = driver_.create(device, mapped, &handle);
+    if (rc == kDrvOk) {
+      step = "map";
+      rc = driver_.map(va, mapped, handle);
+      if (rc == kDrvOk) {
+        step = "set access";
+        rc = driver_.set_access(va, mapped, device);
+        if (rc != kDrvOk) driver_.unmap(va, mapped);
+      }
+      if (rc != kDrvOk) driver_.release(handle);
+    }
+    if (rc != kDrvOk) driver_.unreserve(va, mapped);
+  }
+  if (rc == kDrvOutOfMemory) return AllocOutcome::kOutOfMemory;
+  if (rc != kDrvOk) {
+    GS_WARN("%s of %zu bytes on device %d failed (%s); allocation passes through", step, mapped,
+            device, driver_.describe(rc).c_str());
+    return AllocOutcome::kPassthrough;
+  }
+
+  auto region = std::make_shared<Region>();
+  region->id = id;
+  region->va = va;
+  region->size = size;
+  region->mapped = mapped;
+  region->device = device;
+  region->ctx = ctx;
+  region->call_site = call_site;
+  region->created_at = wall_seconds();
+  region->tag = decision.tag;
+  region->handle = handle;
+  const bool offload = policies_.for_tag(decision.tag) == Policy::kOffload;
+  if (offload) region->mirror = std::make_shared<Mirror>(driver_, mapped);
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    known_tags_.insert(decision.tag);
+  }
+  std::shared_ptr<Mirror> mirror = region->mirror;
+  table_.insert(std::move(region));
+  if (offload && options_.eager_mirrors) preparer_.submit(mirror, false);
+  GS_DEBUG("region %llu: %zu bytes at 0x%llx on device %d, tag %s",
+           static_cast<unsigned long long>(id), size, static_cast<unsigned long long>(va), device,
+           decision.tag.c_str());
+  *out = va;
+  return AllocOutcome::kManaged;
+}
+
+FreeOutcome Engine::free(DevicePtr va) {
+  std::shared_ptr<Region> region = table_.remove_when_idle(va);
+  if (region == nullptr) return FreeOutcome::kNotOurs;
+  ContextRestorer restore(driver_);
+  DrvStatus rc = kDrvOk;
+  if (region->state == RegionState::kAwake) {
+    // Like cudaFree: work still running on the memory must finish before it goes.
+    rc = driver_.synchronize(region->ctx);
+    if (rc != kDrvOk) GS_WARN("free: synchronize failed: %s", driver_.describe(rc).c_str());
+    rc = driver_.unmap(region->va, region->mapped);
+    if (rc == kDrvOk) rc = driver_.release(region->handle);
+  } else {
+    rc = driver_.set_context(region->ctx);
+  }
+  if (rc == kDrvOk) rc = driver_.unreserve(region->va, region->mapped);
+  if (rc != kDrvOk) {
+    GS_ERROR("free of region %llu at 0x%llx: %s", static_cast<unsigned long long>(region->id),
+             static_cast<unsigned long long>(va), driver_.describe(rc).c_str());
+  }
+  return FreeOutcome::kFreed;
+}
+
+void Engine::note_passthrough(DevicePtr ptr, std::size_t size) {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  auto [it, inserted] = passthrough_.emplace(ptr, size);
+  if (inserted) passthrough_bytes_ += size;
+}
+
+bool Engine::forget_passthrough(DevicePtr ptr) {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  auto it = passthrough_.find(ptr);
+  if (it == passthrough_.end()) return false;
+  passthrough_bytes_ -= it->second;
+  passthrough_.erase(it);
+  return true;
+}
+
+bool Engine::set_phase_tag(const std::string& tag) {
+  if (!tag.empty() && !valid_tag_name(tag)) return false;
+  tagger_.set_phase_tag(tag);
+  if (!tag.empty()) {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    known_tags_.insert(tag);
+  }
+  return true;
+}
+
+void Engine::fail(OpResult* result, std::string code, std::string message) {
+  result->ok = false;
+  result->error.code = std::move(code);
+  result->error.message = std::move(message);
+}
+
+bool Engine::resolve_tags(const std::vector<std::string>& requested, std::set<std::string>* tags,
+                          OpResult* result) {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  if (requested.empty()) {
+    *tags = known_tags_;
+    return true;
+  }
+  std::vector<std::string> unknown;
+  for (const std::string& tag : requested) {
+    if (!valid_tag_name(tag)) {
+      fail(result, "invalid_argument", "invalid tag name '" + tag.substr(0, 80) + "'");
+      return false;
+    }
+    if (known_tags_.count(tag) == 0) unknown.push_back(tag);
+    tags->insert(tag);
+  }
+  if (!unknown.empty()) {
+    std::string message = "unknown tag";
+    message += unknown.size() > 1 ? "s" : "";
+    for (std::size_t i = 0; i < unknown.size(); ++i)
+      message += (i ? ", '" : " '") + unknown[i] + "'";
+    message += " (known:";
+    for (const std::string& t : known_tags_)
+      message += " " + t;
+    message += ")";
+    fail(result, "unknown_tag", message);
+    return false;
+  }
+  return true;
+}
+
+void Engine::report_noop(const std::set<std::string>& tags,
+                         const std::vector<std::shared_ptr<Region>>& claimed, OpResult* result) {
+  std::set<std::string> acted;
+  for (const auto& r : claimed)
+    acted.insert(r->tag);
+  for (const std::string& t : tags) {
+    if (acted.count(t) == 0) result->noop.push_back(t);
+  }
+}
+
+void Engine::release_handles(const std::vector<std::shared_ptr<Region>>& regions,
+                             const std::vector<PhysHandle>& handles,
+                             const std::vector<bool>& mapped) {
+  for (std::size_t i = 0; i < regions.size(); ++i) {
+    if (mapped[i]) {
+      if (DrvStatus rc = driver_.unmap(regions[i]->va, regions[i]->mapped)) {
+        GS_ERROR("rollback: unmap of region %llu failed: %s",
+                 static_cast<unsigned long long>(regions[i]->id), driver_.describe(rc).c_str());
+      }
+    }
+    if (handles[i] != 0) driver_.release(handles[i]);
+  }
+}
+
+OpResult Engine::sleep(const SleepRequest& request) {
+  std::lock_guard<std::mutex> op(op_mu_);
+  const double t0 = monotonic_seconds();
+  OpResult result;
+  std::set<std::string> tags;
+  if (!resolve_tags(request.tags, &tags, &result)) return result;
+  auto claimed = table_.claim([&](const Region& r) { return tags.count(r.tag) > 0; },
+                              RegionState::kAwake, RegionState::kSleeping);
+  report_noop(tags, claimed, &result);
+  if (claimed.empty()) {
+    result.seconds = monotonic_seconds() - t0;
+    return result;
+  }
+
+  // Policies, and the host memory the mirrors still need.
+  std::vector<Policy> policy(claimed.size());
+  std::size_t host_needed = 0;
+  for (std::size_t i = 0; i < claimed.size(); ++i) {
+    Region& r = *claimed[i];
+    policy[i] = request.policy.value_or(policies_.for_tag(r.tag));
+    if (policy[i] != Policy::kOffload) continue;
+    if (r.mirror == nullptr) {
+      auto mirror = std::make_shared<Mirror>(driver_, r.mapped);
+      table_.update([&] { r.mirror = std::move(mirror); });
+    }
+    host_needed += r.mapped - r.mirror->prepared_bytes();
+  }
+  if (host_needed > 0) {
+    std::size_t available = host_available_bytes();
+    if (available < kSleepHostReserve || host_needed > available - kSleepHostReserve) {
+      table_.settle(claimed, RegionState::kAwake);
+      fail(&result, "host_out_of_memory",
+           "host mirrors need " + format_bytes(host_needed) + " more; " + format_bytes(available) +
+               " of host memory is available (" + format_bytes(kSleepHostReserve) +
+               " is kept for the host)");
+      result.error.needed_bytes = host_needed;
+      result.error.free_bytes = available;
+      return result;
+    }
+    // Start pinning now so it overlaps the synchronization and the first copies.
+    for (std::size_t i = 0; i < claimed.size(); ++i) {
+      if (policy[i] == Policy::kOffload) preparer_.submit(claimed[i]->mirror, true);
+    }
+  }
+
+  // Quiesce: a kernel still running on memory about to be unmapped would fault the context.
+  double t = monotonic_seconds();
+  std::set<Context> contexts;
+  for (const auto& r : claimed)
+    contexts.insert(r->ctx);
+  for (Context ctx : contexts) {
+    if (DrvStatus rc = driver_.synchronize(ctx)) {
+      table_.settle(claimed, RegionState::kAwake);
+      fail(&result, "driver_error", "device did not synchronize: " + driver_.describe(rc));
+      return result;
+    }
+  }
+  result.sync_seconds = monotonic_seconds() - t;
+
+  // Copy out, piece by piece as mirrors become ready.
+  t = monotonic_seconds();
+  std::string host_error;
+  DrvStatus rc = kDrvOk;
+  for (std::size_t i = 0; i < claimed.size() && rc == kDrvOk && host_error.empty(); ++i) {
+    if (policy[i] != Policy::kOffload) continue;
+    Region& r = *claimed[i];
+    Mirror& m = *r.mirror;
+    for (std::size_t p = 0; p < m.piece_count() && rc == kDrvOk; ++p) {
+      if (!m.ensure_piece(p, &host_error)) break;
+      std::size_t off = m.piece_offset(p);
+      rc = copier_.issue(r.ctx, Direction::kToHost, m.at(off), r.va + off, m.piece_size(p));
+    }
+  }
+  DrvStatus wait_rc = copier_.wait();
+  if (rc == kDrvOk) rc = wait_rc;
+  if (!host_error.empty() || rc != kDrvOk) {
+    table_.settle(claimed, RegionState::kAwake);
+    if (!host_error.empty()) {
+      fail(&result, "host_out_of_memory", "host mirror: " + host_error);
+    } else {
+      fail(&result, "driver_error", "copy to host failed: " + driver_.describe(rc));
+    }
+    return result;
+  }
+  result.copy_seconds = monotonic_seconds() - t;
+
+  // Release the physical memory. A region that cannot be unmapped stays awake and intact.
+  t = monotonic_seconds();
+  std::vector<std::shared_ptr<Region>> slept;
+  std::vector<std::shared_ptr<Region>> kept;
+  std::vector<Policy> slept_policy;
+  for (std::size_t i = 0; i < claimed.size(); ++i) {
+    Region& r = *claimed[i];
+    driver_.set_context(r.ctx);
+    if (DrvStatus urc = driver_.unmap(r.va, r.mapped)) {
+      GS_ERROR("sleep: unmap of region %llu failed: %s; it stays awake",
+               static_cast<unsigned long long>(r.id), driver_.describe(urc).c_str());
+      kept.push_back(claimed[i]);
+      continue;
+    }
+    if (DrvStatus rrc = driver_.release(r.handle)) {
+      GS_ERROR("sleep: release of region %llu failed: %s", static_cast<unsigned long long>(r.id),
+               driver_.describe(rrc).c_str());
+    }
+    r.handle = 0;
+    slept.push_back(claimed[i]);
+    slept_policy.push_back(policy[i]);
+  }
+  table_.update([&] {
+    for (std::size_t i = 0; i < slept.size(); ++i)
+      slept[i]->slept_policy = slept_policy[i];
+  });
+  table_.settle(slept, RegionState::kAsleep);
+  table_.settle(kept, RegionState::kAwake);
+  result.map_seconds = monotonic_seconds() - t;
+
+  result.tags = tag_reports(slept, slept_policy);
+  for (std::size_t i = 0; i < slept.size(); ++i) {
+    result.regions += 1;
+    result.bytes += slept[i]->mapped;
+    (slept_policy[i] == Policy::kOffload ? result.copied_bytes : result.discarded_bytes) +=
+        slept[i]->mapped;
+  }
+  result.seconds = monotonic_seconds() - t0;
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    for (const TagReport& t : result.tags)
+      tag_times_[t.tag].last_sleep_ms = result.seconds * 1e3;
+  }
+  if (!kept.empty()) {
+    fail(&result, "driver_error",
+         std::to_string(kept.size()) + " regions could not be unmapped and stay awake");
+  }
+  GS_INFO("slept %zu regions, %s in %.1f ms", result.regions, format_bytes(result.bytes).c_str(),
+          result.seconds * 1e3);
+  return result;
+}
+
+OpResult Engine::wake(const WakeRequest& request) {
+  std::lock_guard<std::mutex> op(op_mu_);
+  const double t0 = monotonic_seconds();
+  OpResult result;
+  std::set<std::string> tags;
+  if (!resolve_tags(request.tags, &tags, &result)) return result;
+  auto claimed = table_.claim([&](const Region& r) { return tags.count(r.tag) > 0; },
+                              RegionState::kAsleep, RegionState::kWaking);
+  report_noop(tags, claimed, &result);
+  if (claimed.empty()) {
+    result.seconds = monotonic_seconds() - t0;
+    return result;
+  }
+  const std::size_t n = claimed.size();
+  std::vector<PhysHandle> handles(n, 0);
+  std::vector<bool> mapped(n, false);
+
+  // All physical memory first: a wake that cannot get all of it changes nothing.
+  double t = monotonic_seconds();
+  for (std::size_t i = 0; i < n; ++i) {
+    Region& r = *claimed[i];
+    driver_.set_context(r.ctx);
+    DrvStatus rc = driver_.create(r.device, r.mapped, &handles[i]);
+    if (rc == kDrvOk) continue;
+    handles[i] = 0;
+    release_handles(claimed, handles, mapped);
+    table_.settle(claimed, RegionState::kAsleep);
+    if (rc != kDrvOutOfMemory) {
+      fail(&result, "driver_error", "cannot create device memory: " + driver_.describe(rc));
+      return result;
+    }
+    std::size_t needed = 0;
+    for (const auto& c : claimed)
+      needed += c->device == r.device ? c->mapped : 0;
+    std::size_t free_bytes = 0;
+    std::size_t total = 0;
+    driver_.memory_info(r.device, &free_bytes, &total);
+    fail(&result, "out_of_memory",
+         "wake needs " + format_bytes(needed) + " on device " + std::to_string(r.device) + "; " +
+             format_bytes(free_bytes) +
+             " is free. Nothing was woken; try again once memory is free");
+    result.error.device = r.device;
+    result.error.needed_bytes = needed;
+    result.error.free_bytes = free_bytes;
+    return result;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    Region& r = *claimed[i];
+    DrvStatus rc = driver_.map(r.va, r.mapped, handles[i]);
+    if (rc == kDrvOk) {
+      mapped[i] = true;
+      rc = driver_.set_access(r.va, r.mapped, r.device);
+    }
+    if (rc != kDrvOk) {
+      release_handles(claimed, handles, mapped);
+      table_.settle(claimed, RegionState::kAsleep);
+      fail(&result, "driver_error", "cannot map device memory: " + driver_.describe(rc));
+      return result;
+    }
+  }
+  result.map_seconds = monotonic_seconds() - t;
+
+  // Restore the offloaded contents.
+  t = monotonic_seconds();
+  DrvStatus rc = kDrvOk;
+  for (std::size_t i = 0; i < n && rc == kDrvOk; ++i) {
+    Region& r = *claimed[i];
+    if (r.slept_policy != Policy::kOffload || r.mirror == nullptr) continue;
+    Mirror& m = *r.mirror;
+    for (std::size_t p = 0; p < m.piece_count() && rc == kDrvOk; ++p) {
+      std::size_t off = m.piece_offset(p);
+      rc = copier_.issue(r.ctx, Direction::kToDevice, m.at(off), r.va + off, m.piece_size(p));
+    }
+  }
+  DrvStatus wait_rc = copier_.wait();
+  if (rc == kDrvOk) rc = wait_rc;
+  if (rc != kDrvOk) {
+    release_handles(claimed, handles, mapped);
+    table_.settle(claimed, RegionState::kAsleep);
+    fail(&result, "driver_error", "copy to device failed: " + driver_.describe(rc));
+    return result;
+  }
+  result.copy_seconds = monotonic_seconds() - t;
+
+  std::vector<Policy> policies(n);
+  std::vector<std::shared_ptr<Mirror>> dropped;
+  for (std::size_t i = 0; i < n; ++i) {
+    Region& r = *claimed[i];
+    r.handle = handles[i];
+    policies[i] = r.slept_policy;
+    result.regions += 1;
+    result.bytes += r.mapped;
+    (r.slept_policy == Policy::kOffload ? result.copied_bytes : result.discarded_bytes) += r.mapped;
+  }
+  if (!options_.keep_mirrors) {
+    table_.update([&] {
+      for (const auto& r : claimed) {
+        if (r->mirror) dropped.push_back(std::move(r->mirror));
+      }
+    });
+  }
+  table_.settle(claimed, RegionState::kAwake);
+  dropped.clear();  // unpins outside the table's lock
+  result.tags = tag_reports(claimed, policies);
+  result.seconds = monotonic_seconds() - t0;
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    for (const TagReport& tr : result.tags)
+      tag_times_[tr.tag].last_wake_ms = result.seconds * 1e3;
+  }
+  GS_INFO("woke %zu regions, %s in %.1f ms", result.regions, format_bytes(result.bytes).c_str(),
+          result.seconds * 1e3);
+  return result;
+}
+
+EngineStatus Engine::status() {
+  EngineStatus s;
+  s.default_tag = tagger_.default_tag();
+  s.phase_tag = tagger_.phase_tag();
+  std::map<std::string, TagStatus> by_tag;
+  std::set<int> devices;
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    for (const std::string& tag : known_tags_) {
+      TagStatus& t = by_tag[tag];
+      auto it = tag_times_.find(tag);
+      if (it != tag_times_.end()) {
+        t.last_sleep_ms = it->second.last_sleep_ms;
+        t.last_wake_ms = it->second.last_wake_ms;
+      }
+    }
+    s.passthrough_allocations = passthrough_.size();
+    s.passthrough_bytes = passthrough_bytes_;
+  }
+  for (const RegionInfo& info : table_.snapshot()) {
+    TagStatus& t = by_tag[info.tag];
+    t.regions += 1;
+    t.bytes += info.mapped;
+    t.mirror_bytes += info.mirror_bytes;
+    bool resident = info.state == RegionState::kAwake || info.state == RegionState::kSleeping;
+    (resident ? t.resident_bytes : t.asleep_bytes) += info.mapped;
+    (resident ? t.awake_regions : t.asleep_regions) += 1;
+  }
+  for (auto& [tag, t] : by_tag) {
+    t.tag = tag;
+    t.policy = policies_.for_tag(tag);
+    s.tags.push_back(t);
+  }
+  {
+    std::lock_guard<std::mutex> lock(devices_mu_);
+    devices = used_devices_;
+  }
+  for (int d : devices) {
+    DeviceStatus ds;
+    ds.device = d;
+    ds.known = driver_.memory_info(d, &ds.free_bytes, &ds.total_bytes) == kDrvOk;
+    s.devices.push_back(ds);
+  }
+  return s;
+}
+
+std::vector<RegionInfo> Engine::regions() const {
+  return table_.snapshot();
+}
+
+void Engine::drain_background() {
+  preparer_.drain();
+}
+
+}  // namespace gpusleep

@@ -1,0 +1,187 @@
+// The engine: allocation into tagged regions, and sleep/wake of tags. It reaches the GPU only
+// through a Driver, so it runs the same over the CUDA driver and over the emulated one in tests.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "copier.h"
+#include "driver.h"
+#include "mirror.h"
+#include "options.h"
+#include "policy.h"
+#include "region.h"
+#include "tagger.h"
+
+namespace gpusleep {
+
+// Why an operation failed. `code` is one of the protocol's error codes (docs/protocol.md).
+struct OpError {
+  std::string code;
+  std::string message;
+  int device = -1;               // out_of_memory: the device that lacked memory
+  std::size_t needed_bytes = 0;  // out_of_memory, host_out_of_memory
+  std::size_t free_bytes = 0;    // out_of_memory, host_out_of_memory
+};
+
+struct TagReport {
+  std::string tag;
+  Policy policy = Policy::kOffload;
+  std::size_t regions = 0;
+  std::size_t bytes = 0;
+};
+
+struct OpResult {
+  bool ok = true;
+  OpError error;
+  std::vector<TagReport> tags;    // tags that changed state, with what was done
+  std::vector<std::string> noop;  // requested tags already in the requested state
+  std::size_t regions = 0;
+  std::size_t bytes = 0;         // device bytes released (sleep) or mapped (wake)
+  std::size_t copied_bytes = 0;  // bytes copied to host (sleep) or back (wake)
+  std::size_t discarded_bytes = 0;
+  double seconds = 0;
+  double sync_seconds = 0;  // sleep: waiting for the device to go idle
+  double copy_seconds = 0;  // mirror preparation and copies
+  double map_seconds = 0;   // sleep: unmap and release; wake: create, map and set access
+};
+
+struct SleepRequest {
+  std::vector<std::string> tags;  // empty: every tag
+  std::optional<Policy> policy;   // overrides each tag's policy for this request
+};
+
+struct WakeRequest {
+  std::vector<std::string> tags;  // empty: every tag
+};
+
+struct TagStatus {
+  std::string tag;
+  Policy policy = Policy::kOffload;
+  std::size_t regions = 0;
+  std::size_t awake_regions = 0;
+  std::size_t asleep_regions = 0;
+  std::size_t bytes = 0;           // mapped bytes of all its regions
+  std::size_t resident_bytes = 0;  // of awake regions
+  std::size_t asleep_bytes = 0;
+  std::size_t mirror_bytes = 0;  // host bytes prepared for its regions
+  std::optional<double> last_sleep_ms;
+  std::optional<double> last_wake_ms;
+};
+
+struct DeviceStatus {
+  int device = 0;
+  bool known = false;  // false: the driver did not answer
+  std::size_t free_bytes = 0;
+  std::size_t total_bytes = 0;
+};
+
+struct EngineStatus {
+  std::string default_tag;
+  std::string phase_tag;
+  std::vector<TagStatus> tags;
+  std::vector<DeviceStatus> devices;
+  std::size_t passthrough_allocations = 0;
+  std::size_t passthrough_bytes = 0;
+};
+
+enum class AllocOutcome {
+  kManaged,      // *out is a region
+  kPassthrough,  // caller must use the real allocator
+  kOutOfMemory,  // no device memory; the caller reports cudaErrorMemoryAllocation
+};
+
+enum class FreeOutcome { kFreed, kNotOurs };
+
+class Engine {
+ public:
+  Engine(Driver& driver, const Options& options);
+  // Frees every region (the library's engine lives as long as the process and is never
+  // destroyed; tests destroy theirs).
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Allocates `size` bytes on `device` as a tagged region. Thread-safe; never blocks on a sleep
+  // or wake in progress.
+  AllocOutcome allocate(std::size_t size, int device, std::uintptr_t call_site, DevicePtr* out);
+  // Frees the region starting at `va` (awake or asleep: its memory, mirror and address range).
+  // Waits while a sleep or wake is moving that region. kNotOurs for any other pointer.
+  FreeOutcome free(DevicePtr va);
+
+  // Bookkeeping of allocations left to the real allocator, for status.
+  void note_passthrough(DevicePtr ptr, std::size_t size);
+  // True when `ptr` was noted (and is now forgotten).
+  bool forget_passthrough(DevicePtr ptr);
+
+  // Sleep and wake are serialized with each other. Each is all-or-nothing: on failure every
+  // region is left as it was, and the error says why.
+  OpResult sleep(const SleepRequest& request);
+  OpResult wake(const WakeRequest& request);
+
+  EngineStatus status();
+  std::vector<RegionInfo> regions() const;
+
+  // Phase tagging. Returns false if `tag` is neither empty nor a valid tag name.
+  bool set_phase_tag(const std::string& tag);
+  Tagger& tagger() { return tagger_; }
+  PolicyTable& policies() { return policies_; }
+  Driver& driver() { return driver_; }
+
+  // Waits until background mirror preparation is idle (tests, benchmarks).
+  void drain_background();
+
+ private:
+  struct DeviceInfo {
+    bool checked = false;
+    bool vmm = false;
+    std::size_t granularity = 0;
+  };
+  struct TagTimes {
+    std::optional<double> last_sleep_ms;
+    std::optional<double> last_wake_ms;
+  };
+  static constexpr int kMaxDevices = 64;
+
+  bool device_info(int device, DeviceInfo* info);
+  bool resolve_tags(const std::vector<std::string>& requested, std::set<std::string>* tags,
+                    OpResult* result);
+  void report_noop(const std::set<std::string>& tags,
+                   const std::vector<std::shared_ptr<Region>>& claimed, OpResult* result);
+  void fail(OpResult* result, std::string code, std::string message);
+  void release_handles(const std::vector<std::shared_ptr<Region>>& regions,
+                       const std::vector<PhysHandle>& handles, const std::vector<bool>& mapped);
+
+  Driver& driver_;
+  const Options options_;
+  Tagger tagger_;
+  PolicyTable policies_;
+  RegionTable table_;
+  MirrorPreparer preparer_;
+  std::atomic<std::uint64_t> next_id_{1};
+
+  std::mutex devices_mu_;
+  std::array<DeviceInfo, kMaxDevices> devices_{};
+  std::set<int> used_devices_;
+
+  std::mutex op_mu_;  // one sleep or wake at a time; never taken by allocation or free
+  Copier copier_;     // guarded by op_mu_
+
+  mutable std::mutex meta_mu_;
+  std::set<std::string> known_tags_;
+  std::map<std::string, TagTimes> tag_times_;
+  std::unordered_map<DevicePtr, std::size_t> passthrough_;
+  std::size_t passthrough_bytes_ = 0;
+};
+
+}  // namespace gpusleep

@@ -1,0 +1,12 @@
+// The one list of CUDA runtime symbols the library exports (X-macro). From it come the exported
+// functions (hooks.cpp), the table of real functions (real_runtime.h) and the symbol list that
+// tests check the built library against.
+#pragma once
+
+// X(return type, name, parameter list, argument list)
+#define GPUSLEEP_RUNTIME_HOOKS(X)                                          \
+  X(cudaError_t, cudaMalloc, (void** devPtr, size_t size), (devPtr, size)) \
+  X(cudaError_t, cudaFree, (void* devPtr), (devPtr))
+
+// Real runtime functions the library calls but does not export.
+#define GPUSLEEP_RUNTIME_USED(X) X(cudaError_t, cudaGetDevice, (int* device), (device))

@@ -1,0 +1,27 @@
+// The exported CUDA runtime symbols, generated from hooked_symbols.h: each records its caller and
+// forwards to its body in interpose.cpp. Nothing else lives here.
+#include <cstdint>
+
+#include "hooked_symbols.h"
+#include "interpose.h"
+
+#define GPUSLEEP_EXPORT __attribute__((visibility("default")))
+#define GPUSLEEP_STRIP(...) __VA_ARGS__
+#define GPUSLEEP_PREPEND(first, args) GPUSLEEP_PREPEND_I(first, GPUSLEEP_STRIP args)
+#define GPUSLEEP_PREPEND_I(first, ...) (first, __VA_ARGS__)
+
+#define GPUSLEEP_DEFINE_HOOK(ret, name, params, args)                         \
+  extern "C" GPUSLEEP_EXPORT ret name params {                                \
+    return gpusleep::hooks::name GPUSLEEP_PREPEND(                            \
+        reinterpret_cast<std::uintptr_t>(__builtin_return_address(0)), args); \
+  }
+
+GPUSLEEP_RUNTIME_HOOKS(GPUSLEEP_DEFINE_HOOK)
+
+// The hooked symbols, for tools and tests that check the built library exports each of them.
+extern "C" GPUSLEEP_EXPORT const char* const* gpusleep_hooked_symbols() {
+#define GPUSLEEP_NAME(ret, name, params, args) #name,
+  static const char* const kNames[] = {GPUSLEEP_RUNTIME_HOOKS(GPUSLEEP_NAME) nullptr};
+#undef GPUSLEEP_NAME
+  return kNames;
+}

@@ -1,0 +1,24 @@
+// Real-symbol resolution, in one place.
+#include "real_runtime.h"
+
+#include <dlfcn.h>
+
+#include "log.h"
+
+namespace gpusleep {
+
+const RealRuntime& real_runtime() {
+  static const RealRuntime table = [] {
+    RealRuntime t;
+#define GPUSLEEP_RESOLVE(ret, name, params, args)                       \
+  t.name = reinterpret_cast<decltype(t.name)>(dlsym(RTLD_NEXT, #name)); \
+  if (t.name == nullptr) GS_ERROR("the CUDA runtime's " #name " was not found");
+    GPUSLEEP_RUNTIME_HOOKS(GPUSLEEP_RESOLVE)
+    GPUSLEEP_RUNTIME_USED(GPUSLEEP_RESOLVE)
+#undef GPUSLEEP_RESOLVE
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace gpusleep

@@ -1,0 +1,97 @@
+// Regions: the device allocations the library backs with reserved address ranges, and the table
+// that finds them by address and moves them between states.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "driver.h"
+#include "mirror.h"
+#include "policy.h"
+
+namespace gpusleep {
+
+enum class RegionState {
+  kAwake,     // physical memory mapped, contents live
+  kAsleep,    // physical memory released; contents in the mirror (offload) or gone (discard)
+  kSleeping,  // being put to sleep by a control request
+  kWaking,    // being woken by a control request
+};
+const char* region_state_name(RegionState state);
+
+struct Region {
+  // Fixed at allocation.
+  std::uint64_t id = 0;  // allocation sequence number, unique in the process
+  DevicePtr va = 0;
+  std::size_t size = 0;    // bytes the caller asked for
+  std::size_t mapped = 0;  // size rounded up to the device's granularity
+  int device = 0;
+  Context ctx = nullptr;  // the context current when it was allocated
+  std::uintptr_t call_site = 0;
+  double created_at = 0;  // seconds since the epoch
+
+  // Read by snapshots: written only under the table's lock.
+  std::string tag;
+  RegionState state = RegionState::kAwake;
+  Policy slept_policy = Policy::kOffload;  // what the last sleep did with the contents
+  std::shared_ptr<Mirror> mirror;
+
+  // Owned by whoever moved the region into a busy state (or the allocating/freeing thread).
+  PhysHandle handle = 0;
+};
+
+// A copy of a region's observable fields.
+struct RegionInfo {
+  std::uint64_t id;
+  DevicePtr va;
+  std::size_t size;
+  std::size_t mapped;
+  int device;
+  std::uintptr_t call_site;
+  double created_at;
+  std::string tag;
+  RegionState state;
+  Policy slept_policy;
+  std::size_t mirror_bytes;  // host bytes prepared for this region
+};
+
+class RegionTable {
+ public:
+  void insert(std::shared_ptr<Region> region);
+  // The region whose range starts at `va`, or null.
+  std::shared_ptr<Region> find(DevicePtr va) const;
+  // The region whose range contains `addr`, or null.
+  std::shared_ptr<Region> containing(DevicePtr addr) const;
+
+  // Atomically moves every region for which `select` is true from `from` to the busy state `to`
+  // and returns them in address order.
+  std::vector<std::shared_ptr<Region>> claim(const std::function<bool(const Region&)>& select,
+                                             RegionState from, RegionState to);
+  // Moves claimed regions to `state` and wakes waiters.
+  void settle(const std::vector<std::shared_ptr<Region>>& regions, RegionState state);
+  // Runs `fn` under the table's lock (to write snapshot-visible fields of a region).
+  void update(const std::function<void()>& fn);
+
+  // Waits until the region at `va` is not busy, then removes it from the table and returns it;
+  // null when no region starts at `va`.
+  std::shared_ptr<Region> remove_when_idle(DevicePtr va);
+
+  std::vector<RegionInfo> snapshot() const;
+  std::size_t size() const;
+
+ private:
+  static RegionInfo info_of(const Region& r);
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<DevicePtr, std::shared_ptr<Region>> by_va_;
+};
+
+}  // namespace gpusleep
