@@ -1,0 +1,179 @@
+// CLI formatting. Replies are read defensively: a field of an unexpected type prints as "?".
+#include "format.h"
+
+#include <cstdio>
+
+#include "units.h"
+
+namespace gpusleep::cli {
+namespace {
+
+using protocol::Json;
+
+std::string str(const Json& j, const char* key, const char* fallback = "?") {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (it->is_string()) return it->get<std::string>();
+  return it->dump();
+}
+
+const Json& field(const Json& j, const char* key) {
+  static const Json kNull;
+  auto it = j.find(key);
+  return it == j.end() ? kNull : *it;
+}
+
+std::string count_text(const Json& v) {
+  return v.is_number() ? v.dump() : "?";
+}
+
+}  // namespace
+
+std::string Table::render(const std::string& indent) const {
+  std::vector<std::size_t> width;
+  for (const auto& row : rows_) {
+    if (width.size() < row.size()) width.resize(row.size(), 0);
+    for (std::size_t i = 0; i < row.size(); ++i)
+      width[i] = std::max(width[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows_) {
+    std::string line = indent;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ')
+      line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string bytes_text(const Json& v) {
+  if (!v.is_number_unsigned() && !v.is_number_integer()) return "-";
+  return format_bytes(v.get<std::size_t>());
+}
+
+std::string ms_text(const Json& v) {
+  if (!v.is_number()) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f ms", v.get<double>());
+  return buf;
+}
+
+std::string format_status(int pid, const Json& r) {
+  std::string out = "pid " + std::to_string(pid);
+  const Json& proc = field(r, "process");
+  std::string cmd = str(proc, "cmdline", "");
+  if (!cmd.empty()) out += "  " + cmd.substr(0, 100);
+  out += "\n";
+  if (!field(r, "managing").is_boolean() || !field(r, "managing").get<bool>()) {
+    return out + "  not managing memory (disabled, or no CUDA driver)\n";
+  }
+  out += "  phase tag: " + str(r, "phase_tag", "none") + " (default tag: " + str(r, "default_tag") +
+         ")\n";
+  for (const Json& d : field(r, "devices")) {
+    out += "  device " + str(d, "device") + ": " + bytes_text(field(d, "free_bytes")) +
+           " free of " + bytes_text(field(d, "total_bytes")) + "\n";
+  }
+  Table t({"TAG", "POLICY", "STATE", "REGIONS", "RESIDENT", "ASLEEP", "MIRROR", "LAST SLEEP",
+           "LAST WAKE"});
+  for (const Json& tag : field(r, "tags")) {
+    t.add({str(tag, "tag"), str(tag, "policy"), str(tag, "state"),
+           count_text(field(tag, "regions")), bytes_text(field(tag, "resident_bytes")),
+           bytes_text(field(tag, "asleep_bytes")), bytes_text(field(tag, "mirror_bytes")),
+           ms_text(field(tag, "last_sleep_ms")), ms_text(field(tag, "last_wake_ms"))});
+  }
+  out += t.render("  ");
+  const Json& pt = field(r, "passthrough");
+  out += "  not managed (passed through): " + count_text(field(pt, "allocations")) +
+         " allocations, " + bytes_text(field(pt, "bytes")) + "\n";
+  return out;
+}
+
+std::string format_regions(int pid, const Json& r) {
+  std::string out = "pid " + std::to_string(pid) + "\n";
+  Table t({"ID", "ADDRESS", "SIZE", "DEV", "TAG", "STATE", "POLICY", "MIRROR", "CALL SITE"});
+  std::size_t n = 0;
+  for (const Json& reg : field(r, "regions")) {
+    ++n;
+    t.add({str(reg, "id"), str(reg, "address"), bytes_text(field(reg, "mapped_bytes")),
+           str(reg, "device"), str(reg, "tag"), str(reg, "state"), str(reg, "policy"),
+           bytes_text(field(reg, "mirror_bytes")), str(reg, "call_site", "")});
+  }
+  if (n == 0) return out + "  no regions\n";
+  return out + t.render("  ");
+}
+
+std::string format_sleep_wake(int pid, const char* verb, const Json& r) {
+  std::string out = "pid " + std::to_string(pid) + ": ";
+  const Json& tags = field(r, "tags");
+  if (tags.empty()) {
+    out += "nothing to do";
+  } else {
+    out += verb;
+    bool first = true;
+    for (const Json& t : tags) {
+      out += first ? " " : ", ";
+      first = false;
+      std::size_t n = field(t, "regions").is_number() ? field(t, "regions").get<std::size_t>() : 0;
+      out += str(t, "tag") + " (" + str(t, "policy") + ", " + std::to_string(n) +
+             (n == 1 ? " region, " : " regions, ") + bytes_text(field(t, "bytes")) + ")";
+    }
+    out += " in " + ms_text(field(r, "duration_ms"));
+    const Json& gbps = field(r, "copy_gbps");
+    if (gbps.is_number()) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "; copied %s at %.1f GB/s",
+                    bytes_text(field(r, "copied_bytes")).c_str(), gbps.get<double>());
+      out += buf;
+    }
+  }
+  const Json& noop = field(r, "noop");
+  if (noop.is_array() && !noop.empty()) {
+    out += tags.empty() ? " (already " : "; already ";
+    out += std::string(verb) == "slept" ? "asleep: " : "awake: ";
+    bool first = true;
+    for (const Json& t : noop) {
+      out += (first ? "" : ", ") + (t.is_string() ? t.get<std::string>() : std::string("?"));
+      first = false;
+    }
+    if (tags.empty()) out += ")";
+  }
+  return out + "\n";
+}
+
+std::string format_tag(int pid, const Json& r) {
+  return "pid " + std::to_string(pid) + ": new allocations are tagged " + str(r, "effective_tag") +
+         " (phase tag: " + str(r, "phase_tag", "none") + ", was: " + str(r, "previous", "none") +
+         ")\n";
+}
+
+std::string format_policy(int pid, const Json& r) {
+  std::string out = "pid " + std::to_string(pid) + ":";
+  for (const auto& [tag, policy] : field(r, "policies").items()) {
+    out += " " + tag + "=" + (policy.is_string() ? policy.get<std::string>() : "?");
+  }
+  return out + " (other tags: " + str(r, "default") + ")\n";
+}
+
+std::string format_error(int pid, const Json& e) {
+  return "pid " + std::to_string(pid) + ": error " + str(e, "code") + ": " + str(e, "message") +
+         "\n";
+}
+
+std::string format_ps(const std::vector<std::pair<int, Json>>& statuses) {
+  Table t({"PID", "TAGS", "REGIONS", "RESIDENT", "ASLEEP", "MIRROR", "COMMAND"});
+  for (const auto& [pid, r] : statuses) {
+    const Json& totals = field(r, "totals");
+    std::size_t tags = field(r, "tags").is_array() ? field(r, "tags").size() : 0;
+    t.add({std::to_string(pid), std::to_string(tags), count_text(field(totals, "regions")),
+           bytes_text(field(totals, "resident_bytes")), bytes_text(field(totals, "asleep_bytes")),
+           bytes_text(field(totals, "mirror_bytes")),
+           str(field(r, "process"), "cmdline", "?").substr(0, 80)});
+  }
+  return t.render();
+}
+
+}  // namespace gpusleep::cli

@@ -1,0 +1,319 @@
+// Request handlers: validate fields, call the engine, shape the reply.
+#include "handler.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "engine.h"
+#include "version.h"
+
+namespace gpusleep {
+namespace {
+
+using protocol::Json;
+
+std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// "libtorch_cuda.so+0x1a2b3c (c10::cuda::...)" from a return address.
+std::string describe_call_site(std::uintptr_t site) {
+  if (site == 0) return "";
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(site), &info) == 0 || info.dli_fname == nullptr) {
+    return hex(site);
+  }
+  std::string file = info.dli_fname;
+  std::size_t slash = file.find_last_of('/');
+  if (slash != std::string::npos) file = file.substr(slash + 1);
+  std::string out = file + "+" + hex(site - reinterpret_cast<std::uintptr_t>(info.dli_fbase));
+  if (info.dli_sname != nullptr) out += std::string(" (") + info.dli_sname + ")";
+  return out;
+}
+
+std::string read_small_file(const char* path, std::size_t max) {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string out(max, '\0');
+  ssize_t n = ::read(fd, out.data(), max);
+  ::close(fd);
+  out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  return out;
+}
+
+Json process_info() {
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string cmdline = read_small_file("/proc/self/cmdline", 4096);
+  for (char& c : cmdline)
+    c = c == '\0' ? ' ' : c;
+  while (!cmdline.empty() && cmdline.back() == ' ')
+    cmdline.pop_back();
+  return Json{{"pid", static_cast<int>(::getpid())},
+              {"exe", n > 0 ? std::string(exe, static_cast<std::size_t>(n)) : ""},
+              {"cmdline", cmdline}};
+}
+
+Json optional_ms(const std::optional<double>& ms) {
+  return ms ? Json(*ms) : Json(nullptr);
+}
+
+Json op_result(const OpResult& r) {
+  Json tags = Json::array();
+  for (const TagReport& t : r.tags) {
+    tags.push_back({{"tag", t.tag},
+                    {"policy", policy_name(t.policy)},
+                    {"regions", t.regions},
+                    {"bytes", t.bytes}});
+  }
+  Json out{{"regions", r.regions},
+           {"bytes", r.bytes},
+           {"copied_bytes", r.copied_bytes},
+           {"discarded_bytes", r.discarded_bytes},
+           {"duration_ms", r.seconds * 1e3},
+           {"sync_ms", r.sync_seconds * 1e3},
+           {"copy_ms", r.copy_seconds * 1e3},
+           {"map_ms", r.map_seconds * 1e3},
+           {"tags", tags},
+           {"noop", r.noop}};
+  out["copy_gbps"] = r.copied_bytes > 0 && r.copy_seconds > 0
+                         ? Json(static_cast<double>(r.copied_bytes) / r.copy_seconds / 1e9)
+                         : Json(nullptr);
+  return out;
+}
+
+Json op_error(const Json& id, const OpResult& r) {
+  Json details = Json::object();
+  if (r.error.device >= 0) details["device"] = r.error.device;
+  if (r.error.needed_bytes > 0 || r.error.free_bytes > 0) {
+    details["needed_bytes"] = r.error.needed_bytes;
+    details["free_bytes"] = r.error.free_bytes;
+  }
+  details["partial"] = op_result(r);
+  return protocol::error_reply(id, r.error.code, r.error.message, details);
+}
+
+Json invalid(const protocol::Request& req, const std::string& message) {
+  return protocol::error_reply(req.id, protocol::kInvalidArgument, message);
+}
+
+}  // namespace
+
+std::string Handler::handle_line(std::string_view line) {
+  try {
+    protocol::Request request;
+    Json error;
+    if (!protocol::parse_request(line, &request, &error)) return protocol::encode(error);
+    return protocol::encode(handle(request));
+  } catch (const std::exception& e) {
+    return protocol::encode(protocol::error_reply(nullptr, protocol::kInternal,
+                                                  std::string("internal error: ") + e.what()));
+  } catch (...) {
+    return protocol::encode(protocol::error_reply(nullptr, protocol::kInternal, "internal error"));
+  }
+}
+
+Json Handler::handle(const protocol::Request& req) {
+  using Fn = Json (Handler::*)(const protocol::Request&);
+  static constexpr std::pair<std::string_view, Fn> kOps[] = {
+      {"status", &Handler::status}, {"regions", &Handler::regions}, {"sleep", &Handler::sleep},
+      {"wake", &Handler::wake},     {"tag", &Handler::tag},         {"policy", &Handler::policy},
+  };
+  for (const auto& [name, fn] : kOps) {
+    if (req.op != name) continue;
+    if (engine_ == nullptr && name != "status") {
+      return protocol::error_reply(req.id, protocol::kUnavailable,
+                                   "the library is not managing memory in this process");
+    }
+    try {
+      return (this->*fn)(req);
+    } catch (const std::exception& e) {
+      return protocol::error_reply(req.id, protocol::kInternal,
+                                   std::string("internal error: ") + e.what());
+    }
+  }
+  std::string known;
+  for (const auto& [name, fn] : kOps)
+    known += (known.empty() ? "" : ", ") + std::string(name);
+  return protocol::error_reply(req.id, protocol::kUnknownOp,
+                               "unknown op '" + req.op.substr(0, 64) + "' (known: " + known + ")");
+}
+
+Json Handler::status(const protocol::Request& req) {
+  std::string error;
+  if (!protocol::check_fields(req.body, {}, &error)) return invalid(req, error);
+  Json out{{"process", process_info()},
+           {"version", kVersionString},
+           {"protocol", protocol::kVersion},
+           {"managing", engine_ != nullptr}};
+  if (engine_ == nullptr) return protocol::ok_reply(req.id, out);
+  EngineStatus s = engine_->status();
+  Json tags = Json::array();
+  Json totals{{"regions", 0},
+              {"bytes", 0},
+              {"resident_bytes", 0},
+              {"asleep_bytes", 0},
+              {"mirror_bytes", 0}};
+  for (const TagStatus& t : s.tags) {
+    std::string state = t.regions == 0          ? "empty"
+                        : t.asleep_regions == 0 ? "awake"
+                        : t.awake_regions == 0  ? "asleep"
+                                                : "mixed";
+    tags.push_back({{"tag", t.tag},
+                    {"policy", policy_name(t.policy)},
+                    {"state", state},
+                    {"regions", t.regions},
+                    {"bytes", t.bytes},
+                    {"resident_bytes", t.resident_bytes},
+                    {"asleep_bytes", t.asleep_bytes},
+                    {"mirror_bytes", t.mirror_bytes},
+                    {"last_sleep_ms", optional_ms(t.last_sleep_ms)},
+                    {"last_wake_ms", optional_ms(t.last_wake_ms)}});
+    for (const char* k : {"regions", "bytes", "resident_bytes", "asleep_bytes", "mirror_bytes"}) {
+      totals[k] = totals[k].get<std::size_t>() + tags.back()[k].get<std::size_t>();
+    }
+  }
+  Json devices = Json::array();
+  for (const DeviceStatus& d : s.devices) {
+    Json dev{{"device", d.device}};
+    dev["free_bytes"] = d.known ? Json(d.free_bytes) : Json(nullptr);
+    dev["total_bytes"] = d.known ? Json(d.total_bytes) : Json(nullptr);
+    devices.push_back(dev);
+  }
+  out["default_tag"] = s.default_tag;
+  out["phase_tag"] = s.phase_tag.empty() ? Json(nullptr) : Json(s.phase_tag);
+  out["tags"] = tags;
+  out["totals"] = totals;
+  out["devices"] = devices;
+  out["passthrough"] = {{"allocations", s.passthrough_allocations}, {"bytes", s.passthrough_bytes}};
+  return protocol::ok_reply(req.id, out);
+}
+
+Json Handler::regions(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::vector<std::string>> tags;
+  if (!protocol::check_fields(req.body, {"tags"}, &error) ||
+      !protocol::get_string_list(req.body, "tags", &tags, &error)) {
+    return invalid(req, error);
+  }
+  Json list = Json::array();
+  std::vector<RegionInfo> infos = engine_->regions();
+  std::sort(infos.begin(), infos.end(),
+            [](const RegionInfo& a, const RegionInfo& b) { return a.id < b.id; });
+  for (const RegionInfo& r : infos) {
+    if (tags && !tags->empty() && std::find(tags->begin(), tags->end(), r.tag) == tags->end()) {
+      continue;
+    }
+    bool asleep = r.state == RegionState::kAsleep || r.state == RegionState::kWaking;
+    list.push_back(
+        {{"id", r.id},
+         {"address", hex(r.va)},
+         {"size", r.size},
+         {"mapped_bytes", r.mapped},
+         {"device", r.device},
+         {"tag", r.tag},
+         {"state", region_state_name(r.state)},
+         {"policy", policy_name(asleep ? r.slept_policy : engine_->policies().for_tag(r.tag))},
+         {"mirror_bytes", r.mirror_bytes},
+         {"call_site", describe_call_site(r.call_site)},
+         {"created_at", r.created_at}});
+  }
+  return protocol::ok_reply(req.id, Json{{"regions", list}});
+}
+
+Json Handler::sleep(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::vector<std::string>> tags;
+  std::optional<std::string> policy_text;
+  if (!protocol::check_fields(req.body, {"tags", "policy"}, &error) ||
+      !protocol::get_string_list(req.body, "tags", &tags, &error) ||
+      !protocol::get_string(req.body, "policy", &policy_text, &error)) {
+    return invalid(req, error);
+  }
+  SleepRequest request;
+  if (tags) request.tags = *tags;
+  if (policy_text) {
+    Policy p;
+    if (!parse_policy(*policy_text, &p)) {
+      return invalid(req, "field 'policy': expected \"offload\" or \"discard\"");
+    }
+    request.policy = p;
+  }
+  OpResult r = engine_->sleep(request);
+  return r.ok ? protocol::ok_reply(req.id, op_result(r)) : op_error(req.id, r);
+}
+
+Json Handler::wake(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::vector<std::string>> tags;
+  if (!protocol::check_fields(req.body, {"tags"}, &error) ||
+      !protocol::get_string_list(req.body, "tags", &tags, &error)) {
+    return invalid(req, error);
+  }
+  WakeRequest request;
+  if (tags) request.tags = *tags;
+  OpResult r = engine_->wake(request);
+  return r.ok ? protocol::ok_reply(req.id, op_result(r)) : op_error(req.id, r);
+}
+
+Json Handler::tag(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::string> tag;
+  bool clear = false;
+  if (!protocol::check_fields(req.body, {"tag", "clear"}, &error) ||
+      !protocol::get_string(req.body, "tag", &tag, &error)) {
+    return invalid(req, error);
+  }
+  if (auto it = req.body.find("clear"); it != req.body.end()) {
+    if (!it->is_boolean()) return invalid(req, "field 'clear': expected true or false");
+    clear = it->get<bool>();
+  }
+  if (clear && tag) return invalid(req, "give either 'tag' or 'clear', not both");
+  std::string previous = engine_->tagger().phase_tag();
+  if (tag || clear) {
+    std::string next = clear ? "" : *tag;
+    if (!clear && !valid_tag_name(next)) {
+      return invalid(req, "field 'tag': a tag is 1-64 characters from A-Z a-z 0-9 _ . : -");
+    }
+    engine_->set_phase_tag(next);
+  }
+  std::string current = engine_->tagger().phase_tag();
+  return protocol::ok_reply(
+      req.id, Json{{"phase_tag", current.empty() ? Json(nullptr) : Json(current)},
+                   {"previous", previous.empty() ? Json(nullptr) : Json(previous)},
+                   {"default_tag", engine_->tagger().default_tag()},
+                   {"effective_tag", current.empty() ? engine_->tagger().default_tag() : current}});
+}
+
+Json Handler::policy(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::string> tag;
+  std::optional<std::string> policy_text;
+  if (!protocol::check_fields(req.body, {"tag", "policy"}, &error) ||
+      !protocol::get_string(req.body, "tag", &tag, &error) ||
+      !protocol::get_string(req.body, "policy", &policy_text, &error)) {
+    return invalid(req, error);
+  }
+  if (tag && !valid_tag_name(*tag)) return invalid(req, "field 'tag': invalid tag name");
+  if (policy_text) {
+    if (!tag) return invalid(req, "field 'tag' is required to set a policy");
+    Policy p;
+    if (!parse_policy(*policy_text, &p)) {
+      return invalid(req, "field 'policy': expected \"offload\" or \"discard\"");
+    }
+    engine_->policies().set(*tag, p);
+  }
+  Json policies = Json::object();
+  for (const auto& [t, p] : engine_->policies().entries())
+    policies[t] = policy_name(p);
+  if (tag) policies[*tag] = policy_name(engine_->policies().for_tag(*tag));
+  return protocol::ok_reply(req.id, Json{{"policies", policies}, {"default", "offload"}});
+}
+
+}  // namespace gpusleep
