@@ -1,0 +1,35 @@
+/* Test controls of the emulated CUDA driver (libcuda.so.1 built from fake_driver.cpp). */
+#pragma once
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct FakeCudaStats {
+  uint64_t creates, releases, maps, unmaps, syncs;
+  uint64_t host_registrations, host_unregistrations, registered_bytes;
+  uint64_t pinned_copy_bytes, pageable_copy_bytes;
+};
+
+/* Clears injected faults and counters (allocations stay). */
+void fakecuda_reset(void);
+void fakecuda_get_stats(struct FakeCudaStats* out);
+/* After `skip` more successful calls of `function` (a driver symbol name such as "cuMemCreate"),
+ * the next `count` calls return `error`. */
+void fakecuda_fail(const char* function, int skip, int count, int error);
+/* Device memory in use on `device` by every process sharing the state, and its capacity. */
+uint64_t fakecuda_used_bytes(int device);
+uint64_t fakecuda_capacity_bytes(int device);
+/* Sets the capacity of `device` (for every process sharing the state). */
+void fakecuda_set_capacity(int device, uint64_t bytes);
+/* Whether devices report virtual memory management support (FAKECUDA_NO_VMM sets it off). */
+void fakecuda_set_vmm(int supported);
+/* Every copy call sleeps this long first (0: none; also FAKECUDA_COPY_DELAY_US), so that a sleep
+ * or wake lasts long enough for tests to act during it. */
+void fakecuda_set_copy_delay_us(unsigned microseconds);
+
+#ifdef __cplusplus
+}
+#endif

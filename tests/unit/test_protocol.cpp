@@ -1,0 +1,97 @@
+// The protocol module: envelopes, field checks, encoding, malformed input.
+#include <catch2/catch.hpp>
+
+#include "protocol.h"
+
+using namespace gpusleep::protocol;
+
+namespace {
+std::string parse_error_code(std::string_view line) {
+  Request r;
+  Json error;
+  if (parse_request(line, &r, &error)) return "";
+  return error["error"]["code"].get<std::string>();
+}
+}  // namespace
+
+TEST_CASE("a well-formed request parses with its id and op", "[protocol]") {
+  Request r;
+  Json error;
+  REQUIRE(parse_request(R"({"v":1,"id":7,"op":"sleep","tags":["weights"]})", &r, &error));
+  CHECK(r.op == "sleep");
+  CHECK(r.id == 7);
+  CHECK(r.body["tags"][0] == "weights");
+  REQUIRE(parse_request(R"({"v":1,"op":"status"})", &r, &error));
+  CHECK(r.id.is_null());
+}
+
+TEST_CASE("malformed requests get the matching error code", "[protocol]") {
+  CHECK(parse_error_code("not json") == kBadRequest);
+  CHECK(parse_error_code("") == kBadRequest);
+  CHECK(parse_error_code("[1,2]") == kBadRequest);
+  CHECK(parse_error_code(R"({"op":"status"})") == kBadRequest);
+  CHECK(parse_error_code(R"({"v":2,"op":"status"})") == kUnsupportedVersion);
+  CHECK(parse_error_code(R"({"v":"1","op":"status"})") == kUnsupportedVersion);
+  CHECK(parse_error_code(R"({"v":1e300,"op":"status"})") == kUnsupportedVersion);
+  CHECK(parse_error_code(R"({"v":1})") == kBadRequest);
+  CHECK(parse_error_code(R"({"v":1,"op":42})") == kBadRequest);
+  CHECK(parse_error_code(R"({"v":1,"op":"status","id":{"a":1}})") == kBadRequest);
+  CHECK(parse_error_code("{\"v\":1,\"op\":\"st\xff\xfe\"}") == kBadRequest);  // invalid UTF-8
+  CHECK(parse_error_code(R"({"v":1,"op":"status")") == kBadRequest);          // truncated
+  CHECK(parse_error_code(std::string(10000, '[')) == kBadRequest);
+}
+
+TEST_CASE("a version error still echoes the request id", "[protocol]") {
+  Request r;
+  Json error;
+  REQUIRE_FALSE(parse_request(R"({"v":9,"id":"abc","op":"status"})", &r, &error));
+  CHECK(error["id"] == "abc");
+  CHECK(error["ok"] == false);
+  CHECK(error["error"]["supported"] == kVersion);
+}
+
+TEST_CASE("fields are checked by name and type", "[protocol]") {
+  Json body = Json::parse(R"({"v":1,"op":"sleep","tags":["a",3],"policy":5,"extra":1})");
+  std::string error;
+  CHECK_FALSE(check_fields(body, {"tags", "policy"}, &error));
+  CHECK(error.find("'extra'") != std::string::npos);
+  std::optional<std::vector<std::string>> tags;
+  CHECK_FALSE(get_string_list(body, "tags", &tags, &error));
+  CHECK(error.find("'tags'") != std::string::npos);
+  std::optional<std::string> policy;
+  CHECK_FALSE(get_string(body, "policy", &policy, &error));
+  CHECK(error.find("'policy'") != std::string::npos);
+  std::optional<std::string> absent;
+  CHECK(get_string(body, "nothing", &absent, &error));
+  CHECK_FALSE(absent.has_value());
+}
+
+TEST_CASE("encoding gives one line and never throws on invalid UTF-8", "[protocol]") {
+  Json j = ok_reply(1, Json{{"name", std::string("bad\xff")}});
+  std::string line;
+  REQUIRE_NOTHROW(line = encode(j));
+  CHECK(line.back() == '\n');
+  CHECK(line.find('\n') == line.size() - 1);
+  Json back;
+  std::string error;
+  REQUIRE(parse_reply(line, &back, &error));
+  CHECK(back["ok"] == true);
+}
+
+TEST_CASE("requests and replies round-trip", "[protocol]") {
+  Json req = make_request("wake", Json{{"tags", {"kv_cache"}}}, 12);
+  Request r;
+  Json error;
+  REQUIRE(parse_request(encode(req), &r, &error));
+  CHECK(r.op == "wake");
+  CHECK(r.id == 12);
+  Json reply;
+  std::string why;
+  REQUIRE(parse_reply(encode(error_reply(3, kOutOfMemory, "no", Json{{"needed_bytes", 5}})), &reply,
+                      &why));
+  CHECK(reply["error"]["code"] == kOutOfMemory);
+  CHECK(reply["error"]["needed_bytes"] == 5);
+  CHECK_FALSE(parse_reply(R"({"ok":true})", &reply, &why));
+  CHECK_FALSE(parse_reply(R"({"ok":false,"error":{}})", &reply, &why));
+  CHECK_FALSE(parse_reply("garbage", &reply, &why));
+}
