@@ -13,7 +13,7 @@ namespace gpusleep {
 namespace {
 
 constexpr std::size_t kSleepHostReserve = std::size_t{1} << 30;  // host memory a sleep leaves
-constexpr int kBackgroundPrepThreads = 2;
+constexpr int kBackgroundPrepThreads = 4;
 
 int choose_prep_threads(int configured) {
   if (configured > 0) return configured;

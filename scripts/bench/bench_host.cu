@@ -1,0 +1,148 @@
+// The benchmark's host program, unaware of gpusleep. It first measures the pinned copy line rate
+// of this machine (host memory from cudaHostAlloc, 4 streams, 64 MiB chunks), then allocates
+// --gib GiB in --regions allocations, fills them by kernel and waits for commands:
+//   verify   check every byte against its formula: "OK verify match" or "OK verify mismatch:N"
+//   exit
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#define CHECK(x)                                                                 \
+  do {                                                                           \
+    cudaError_t e_ = (x);                                                        \
+    if (e_ != cudaSuccess) {                                                     \
+      std::printf("ERR %s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
+      std::fflush(stdout);                                                       \
+      std::exit(1);                                                              \
+    }                                                                            \
+  } while (0)
+
+__host__ __device__ inline std::uint64_t value_at(std::uint64_t seed, std::uint64_t i) {
+  std::uint64_t z = seed + i * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+__global__ void fill(std::uint64_t* p, std::size_t n, std::uint64_t seed) {
+  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    p[i] = value_at(seed, i);
+  }
+}
+
+__global__ void count_mismatches(const std::uint64_t* p, std::size_t n, std::uint64_t seed,
+                                 unsigned long long* bad) {
+  unsigned long long local = 0;
+  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    local += p[i] != value_at(seed, i);
+  }
+  if (local) atomicAdd(bad, local);
+}
+
+static double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Median GB/s of `reps` transfers of `total` bytes through a pinned buffer of `window` bytes.
+static double line_rate(bool to_host, char* dev, char* host, std::size_t total, std::size_t window,
+                        cudaStream_t* streams, int nstreams, int reps) {
+  const std::size_t chunk = 64u << 20;
+  std::vector<double> rates;
+  for (int r = 0; r < reps; ++r) {
+    CHECK(cudaDeviceSynchronize());
+    double t = now();
+    for (std::size_t off = 0, i = 0; off < total; off += chunk, ++i) {
+      std::size_t n = std::min(chunk, total - off);
+      char* h = host + (off % window);
+      cudaStream_t s = streams[i % nstreams];
+      if (to_host)
+        CHECK(cudaMemcpyAsync(h, dev + off, n, cudaMemcpyDeviceToHost, s));
+      else
+        CHECK(cudaMemcpyAsync(dev + off, h, n, cudaMemcpyHostToDevice, s));
+    }
+    CHECK(cudaDeviceSynchronize());
+    rates.push_back(total / (now() - t) / 1e9);
+  }
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
+int main(int argc, char** argv) {
+  double gib = 16;
+  int regions = 8;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--gib")) gib = std::atof(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--regions")) regions = std::atoi(argv[i + 1]);
+  }
+  const int grid = 1056, block = 256;
+
+  {
+    const std::size_t total = std::size_t{4} << 30, window = std::size_t{1} << 30;
+    char* dev = nullptr;
+    char* host = nullptr;
+    CHECK(cudaMalloc(&dev, total));
+    CHECK(cudaHostAlloc(&host, window, cudaHostAllocDefault));
+    std::memset(host, 1, window);
+    cudaStream_t streams[4];
+    for (auto& s : streams)
+      CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    line_rate(true, dev, host, total, window, streams, 4, 1);  // warm-up
+    double d2h = line_rate(true, dev, host, total, window, streams, 4, 5);
+    double h2d = line_rate(false, dev, host, total, window, streams, 4, 5);
+    std::printf("LINE d2h_gbps=%.2f h2d_gbps=%.2f\n", d2h, h2d);
+    std::fflush(stdout);
+    for (auto& s : streams)
+      CHECK(cudaStreamDestroy(s));
+    CHECK(cudaFreeHost(host));
+    CHECK(cudaFree(dev));
+  }
+
+  const std::size_t total = static_cast<std::size_t>(gib * (1ull << 30));
+  const std::size_t words = total / 8 / regions;
+  std::vector<std::uint64_t*> bufs(regions);
+  for (int r = 0; r < regions; ++r) {
+    CHECK(cudaMalloc(&bufs[r], words * 8));
+    fill<<<grid, block>>>(bufs[r], words, 1000 + r);
+  }
+  unsigned long long* bad_dev = nullptr;
+  CHECK(cudaMalloc(&bad_dev, sizeof(unsigned long long)));
+  CHECK(cudaGetLastError());
+  CHECK(cudaDeviceSynchronize());
+  std::printf("READY bytes=%zu regions=%d\n", words * 8 * regions, regions);
+  std::fflush(stdout);
+
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line == "exit") {
+      std::printf("OK exit\n");
+      return 0;
+    }
+    if (line != "verify") {
+      std::printf("ERR unknown command\n");
+      std::fflush(stdout);
+      continue;
+    }
+    unsigned long long bad = 0;
+    for (int r = 0; r < regions; ++r) {
+      CHECK(cudaMemset(bad_dev, 0, sizeof bad));
+      count_mismatches<<<grid, block>>>(bufs[r], words, 1000 + r, bad_dev);
+      unsigned long long b = 0;
+      CHECK(cudaMemcpy(&b, bad_dev, sizeof b, cudaMemcpyDeviceToHost));
+      bad += b;
+    }
+    if (bad == 0)
+      std::printf("OK verify match\n");
+    else
+      std::printf("OK verify mismatch:%llu\n", bad);
+    std::fflush(stdout);
+  }
+  return 0;
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds gpusleep on a machine with a GPU and runs, in one go, every test (the GPU ones included)
+# and the sleep/wake benchmark. Results go to $OUT (default: ./gpu-results).
+#   scripts/gpu-tests.sh            # tests and benchmark
+#   scripts/gpu-tests.sh --no-bench
+# Dependencies without a package registry: scripts/stage-deps.sh copies nlohmann/json and Catch2
+# into .deps, which this script passes to CMake when present.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-$PWD/gpu-results}
+mkdir -p "$out"
+build=${BUILD_DIR:-build-gpu}
+bench=1
+[ "${1:-}" = "--no-bench" ] && bench=0
+
+cmake_args=(-DCMAKE_BUILD_TYPE=Release "-DPython3_EXECUTABLE=$(command -v python3)")
+[ -d .deps ] && cmake_args+=("-DCMAKE_PREFIX_PATH=$PWD/.deps")
+command -v ninja >/dev/null && cmake_args+=(-G Ninja)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+if ! { cmake -S . -B "$build" "${cmake_args[@]}" && cmake --build "$build" -j "$(nproc)"; } \
+    >"$out/build.log" 2>&1; then
+  tail -40 "$out/build.log"; echo "BUILD FAILED"; exit 1
+fi
+
+status=0
+ctest --test-dir "$build" -LE gpu -j 8 --output-on-failure >"$out/ctest-cpu.log" 2>&1 || status=1
+tail -3 "$out/ctest-cpu.log"
+ctest --test-dir "$build" -L gpu -V >"$out/ctest-gpu.log" 2>&1 || status=1
+grep -E "SUMMARY|Test +#|tests passed|FAIL|Error|assert" "$out/ctest-gpu.log" | sed 's/^[0-9]*: //' | head -60
+
+if [ $bench = 1 ]; then
+  echo "== demo"
+  python3 scripts/demo.py --build "$build" >"$out/demo.log" 2>&1 || status=1
+  tail -4 "$out/demo.log"
+  echo "== benchmark: first sleep right after the program allocates"
+  python3 scripts/bench_sleep_wake.py --build "$build" --out "$out/bench_sleep_wake.json" \
+    --png "$out/bench_sleep_wake.png" 2>&1 | tee "$out/bench.log" || status=1
+  echo "== benchmark: first sleep once background mirror preparation is done"
+  python3 scripts/bench_sleep_wake.py --build "$build" --wait-mirrors --cycles 2 \
+    --discard-cycles 0 --out "$out/bench_sleep_wake_prepared.json" 2>&1 \
+    | tee "$out/bench_prepared.log" || status=1
+fi
+echo "GPU SUITE: $([ $status = 0 ] && echo PASSED || echo FAILED)"
+exit $status

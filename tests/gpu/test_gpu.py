@@ -1,0 +1,160 @@
+"""GPU tests: unmodified programs are put to sleep by the CLI from another process, their memory
+is seen released by the driver (nvidia-smi, from outside), they are woken, and their results are
+bit-identical. Exits 77 (skipped) without a GPU. Prints "SUMMARY ..." lines with the figures."""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from harness import Host, have_gpu, nvidia_free_bytes, run_cli  # noqa: E402
+
+CLI = os.environ.get("GPUSLEEP_TEST_CLI", "")
+GRAPH_PROGRAM = os.environ.get("GPUSLEEP_TEST_GRAPH_PROGRAM", "")
+TORCH_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_program.py")
+GiB = 1 << 30
+
+
+def summary(text):
+    print(f"SUMMARY {text}", flush=True)
+
+
+class GpuTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.env = dict(os.environ)
+        self.env["GPUSLEEP_RUNTIME_DIR"] = os.path.join(self.tmp.name, "run")
+        self.hosts = []
+
+    def tearDown(self):
+        for h in self.hosts:
+            h.close()
+        self.tmp.cleanup()
+
+    def start(self, argv, tag):
+        h = Host(CLI, argv, self.env, tag=tag)
+        self.hosts.append(h)
+        return h
+
+    def cli(self, *args, ok=True):
+        rc, out, err = run_cli(CLI, args, self.env)
+        if ok:
+            self.assertEqual(rc, 0, f"gpusleep {' '.join(args)} failed: {err} {out}")
+        return out
+
+    def sleep_and_check_release(self, pid, *args):
+        """Sleeps, checks from outside that the driver's free memory rose by >= 99% of the
+        released bytes, and returns the reply's result."""
+        free_before = nvidia_free_bytes()
+        result = self.cli("sleep", "--pid", str(pid), *args)["result"]
+        free_asleep = nvidia_free_bytes()
+        released = result["bytes"]
+        self.assertGreater(released, 0)
+        self.assertGreaterEqual(free_asleep - free_before, 0.99 * released,
+                                f"freed {free_asleep - free_before} of {released} bytes")
+        result["freed_bytes"] = free_asleep - free_before
+        return result
+
+    def tag_states(self, pid):
+        status = self.cli("status", "--pid", str(pid))["result"]
+        return {t["tag"]: t for t in status["tags"]}
+
+
+class GraphProgram(GpuTest):
+    def test_sleep_releases_memory_and_wake_restores_buffers_and_graph(self):
+        host = self.start([GRAPH_PROGRAM, "--mib", "2048", "--chunks", "4"], tag="weights")
+        host.expect("READY", timeout=300)
+        self.assertIn("inputs=match graph=match", host.send("verify"))
+        for cycle in (1, 2, 3):
+            slept = self.sleep_and_check_release(host.pid)
+            tags = self.tag_states(host.pid)
+            self.assertEqual(tags["weights"]["state"], "asleep")
+            self.assertEqual(tags["weights"]["resident_bytes"], 0)
+            woke = self.cli("wake", "--pid", str(host.pid))["result"]
+            self.assertEqual(woke["bytes"], slept["bytes"])
+            self.assertIn("inputs=match graph=match", host.send("verify"))
+            summary(f"graph-program cycle {cycle}: slept {slept['bytes'] / GiB:.2f} GiB "
+                    f"(driver saw {slept['freed_bytes'] / GiB:.2f} GiB freed) in "
+                    f"{slept['duration_ms']:.1f} ms (copy {slept['copy_gbps']:.1f} GB/s); woke in "
+                    f"{woke['duration_ms']:.1f} ms (copy {woke['copy_gbps']:.1f} GB/s); "
+                    f"buffers and graph replay bit-identical")
+        # A sleeping tag sleeps no further; an awake one wakes no further.
+        self.cli("sleep", "--pid", str(host.pid))
+        again = self.cli("sleep", "--pid", str(host.pid))["result"]
+        self.assertEqual(again["regions"], 0)
+        self.assertIn("weights", again["noop"])
+        self.cli("wake", "--pid", str(host.pid))
+        self.assertIn("inputs=match graph=match", host.send("verify"))
+        sock = os.path.join(self.env["GPUSLEEP_RUNTIME_DIR"], f"{host.pid}.sock")
+        self.assertTrue(os.path.exists(sock))
+        host.close()
+        self.assertFalse(os.path.exists(sock), "socket left behind at exit")
+
+
+class TorchProgram(GpuTest):
+    def test_weights_kv_and_graph_sleep_and_wake_bit_identical(self):
+        try:
+            subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"],
+                           check=True, capture_output=True, timeout=120)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            self.skipTest("PyTorch with CUDA is not available")
+        host = self.start([sys.executable, TORCH_PROGRAM, "--layers", "8", "--dim", "8192",
+                           "--kv-gib", "8"], tag="weights")
+        host.expect("PHASE weights", timeout=300)
+        host.send("go", expect="PHASE kv")
+        self.cli("tag", "kv_cache", "--pid", str(host.pid))
+        host.send("go", expect="PHASE graph")
+        self.cli("tag", "cuda_graph", "--pid", str(host.pid))
+        host.send("go", expect="READY", timeout=300)
+        self.assertEqual(host.send("verify"), "OK verify weights=match output=match")
+        tags = self.tag_states(host.pid)
+        for t in ("weights", "kv_cache", "cuda_graph"):
+            self.assertGreater(tags[t]["regions"], 0, f"no {t} regions: {tags}")
+        self.assertGreaterEqual(tags["kv_cache"]["bytes"], 8 * GiB)
+
+        # 1. Everything offloaded: outputs bit-identical.
+        slept = self.sleep_and_check_release(host.pid, "--policy", "offload")
+        woke = self.cli("wake", "--pid", str(host.pid))["result"]
+        self.assertEqual(host.send("verify"), "OK verify weights=match output=match")
+        summary(f"torch all-offload: slept {slept['bytes'] / GiB:.2f} GiB (driver saw "
+                f"{slept['freed_bytes'] / GiB:.2f} GiB freed) in {slept['duration_ms']:.1f} ms; "
+                f"woke in {woke['duration_ms']:.1f} ms; outputs bit-identical")
+
+        # 2. Default policies: the KV cache is discarded, weights and graph memory offloaded.
+        slept = self.sleep_and_check_release(host.pid)
+        policies = {t["tag"]: t["policy"] for t in slept["tags"]}
+        self.assertEqual(policies.get("kv_cache"), "discard")
+        self.assertEqual(policies.get("weights"), "offload")
+        self.assertGreaterEqual(slept["discarded_bytes"], 8 * GiB)
+        self.cli("wake", "--pid", str(host.pid))
+        self.assertTrue(host.send("verify").startswith("OK verify weights=match"))
+        host.send("refill_kv")
+        self.assertEqual(host.send("verify"), "OK verify weights=match output=match")
+        summary(f"torch kv-discard: slept {slept['bytes'] / GiB:.2f} GiB "
+                f"({slept['discarded_bytes'] / GiB:.2f} GiB discarded) in "
+                f"{slept['duration_ms']:.1f} ms; weights intact; outputs bit-identical after "
+                f"the program refilled its KV buffer")
+
+        # 3. Only the KV cache: exactly its bytes go.
+        kv_bytes = self.tag_states(host.pid)["kv_cache"]["bytes"]
+        slept = self.sleep_and_check_release(host.pid, "kv_cache")
+        self.assertEqual(slept["bytes"], kv_bytes)
+        self.assertLess(abs(slept["freed_bytes"] - kv_bytes), 0.01 * kv_bytes + (64 << 20))
+        self.cli("wake", "--pid", str(host.pid), "kv_cache")
+        host.send("refill_kv")
+        self.assertEqual(host.send("verify"), "OK verify weights=match output=match")
+        summary(f"torch kv-only: released {kv_bytes / GiB:.2f} GiB, driver saw "
+                f"{slept['freed_bytes'] / GiB:.2f} GiB freed")
+
+
+if __name__ == "__main__":
+    if not have_gpu():
+        print("no GPU: skipped")
+        sys.exit(77)
+    if not CLI or not GRAPH_PROGRAM:
+        print("GPUSLEEP_TEST_CLI and GPUSLEEP_TEST_GRAPH_PROGRAM must be set")
+        sys.exit(2)
+    unittest.main(verbosity=2)

@@ -1,0 +1,126 @@
+"""Shared helpers for the end-to-end tests (stdlib only): programs started under `gpusleep run`
+and driven line by line, the CLI called with --json, and the device's free memory read from
+outside the process (the emulated driver's fakecuda-smi, or nvidia-smi)."""
+import json
+import os
+import queue
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+
+class Host:
+    """A program started under `gpusleep run`, answering one line per command on stdout."""
+
+    def __init__(self, cli, argv, env, tag=None, extra=()):
+        cmd = [cli, "run"]
+        if tag:
+            cmd += ["--tag", tag]
+        cmd += list(extra) + ["--"] + list(argv)
+        self.stderr_path = tempfile.mktemp(prefix="gpusleep-host-", suffix=".err")
+        self._stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr, text=True, bufsize=1)
+        self.pid = self.proc.pid
+        self.lines = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def expect(self, prefix, timeout=120):
+        """Waits for a line starting with `prefix` and returns it."""
+        deadline = time.time() + timeout
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                raise AssertionError(f"no '{prefix}' line within {timeout}s; stderr: {self.stderr()}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"program ended before '{prefix}'; stderr: {self.stderr()}")
+            if line.startswith(prefix):
+                return line
+            if line.startswith("ERR"):
+                raise AssertionError(f"program said {line!r} while waiting for '{prefix}'")
+
+    def send(self, command, expect="OK", timeout=120):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.expect(expect, timeout) if expect else None
+
+    def ask(self, command, timeout=120):
+        """Sends a command and returns the next line, whatever it says."""
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        line = self.lines.get(timeout=timeout)
+        if line is None:
+            raise AssertionError(f"program ended; stderr: {self.stderr()}")
+        return line
+
+    def stderr(self):
+        self._stderr.flush()
+        with open(self.stderr_path) as f:
+            return f.read()[-4000:]
+
+    def close(self, timeout=60):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("exit\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+        try:
+            os.unlink(self.stderr_path)
+        except OSError:
+            pass
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+def run_cli(cli, args, env, timeout=300):
+    """Runs `gpusleep ARGS --json`; returns (exit status, parsed output or None, stderr)."""
+    p = subprocess.run([cli] + list(args) + ["--json"], env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    try:
+        out = json.loads(p.stdout) if p.stdout.strip() else None
+    except json.JSONDecodeError:
+        out = None
+    return p.returncode, out, p.stderr
+
+
+def fake_free_bytes(smi, env, device=0):
+    out = subprocess.run([smi], env=env, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        d, free, _total = line.split()
+        if int(d) == device:
+            return int(free)
+    raise AssertionError(f"device {device} not listed by {smi}: {out!r}")
+
+
+def nvidia_free_bytes(device=0):
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits",
+                          "-i", str(device)], capture_output=True, text=True, check=True).stdout
+    return int(out.strip().splitlines()[0]) << 20
+
+
+def have_gpu():
+    try:
+        p = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return p.returncode == 0 and "GPU" in p.stdout
