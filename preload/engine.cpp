@@ -153,7 +153,7 @@ AllocOutcome Engine::allocate(std::size_t size, int device, std::uintptr_t call_
   region->tag = decision.tag;
   region->handle = handle;
   const bool offload = policies_.for_tag(decision.tag) == Policy::kOffload;
-  if (offload) region->mirror = std::make_shared<Mirror>(driver_, mapped);
+  if (offload) region->mirror = std::make_shared<Mirror>(driver_, mapped, ctx);
   {
     std::lock_guard<std::mutex> lock(meta_mu_);
     known_tags_.insert(decision.tag);
@@ -187,6 +187,7 @@ FreeOutcome Engine::free(DevicePtr va) {
     GS_ERROR("free of region %llu at 0x%llx: %s", static_cast<unsigned long long>(region->id),
              static_cast<unsigned long long>(va), driver_.describe(rc).c_str());
   }
+  region->mirror.reset();  // unpinning sets a context: do it before the caller's is restored
   return FreeOutcome::kFreed;
 }
 
@@ -298,7 +299,7 @@ OpResult Engine::sleep(const SleepRequest& request) {
     policy[i] = request.policy.value_or(policies_.for_tag(r.tag));
     if (policy[i] != Policy::kOffload) continue;
     if (r.mirror == nullptr) {
-      auto mirror = std::make_shared<Mirror>(driver_, r.mapped);
+      auto mirror = std::make_shared<Mirror>(driver_, r.mapped, r.ctx);
       table_.update([&] { r.mirror = std::move(mirror); });
     }
     host_needed += r.mapped - r.mirror->prepared_bytes();

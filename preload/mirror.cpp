@@ -45,10 +45,14 @@ std::size_t host_available_bytes() {
   return result;
 }
 
-Mirror::Mirror(Driver& driver, std::size_t bytes)
-    : driver_(driver), bytes_(bytes), pieces_((bytes + kPieceBytes - 1) / kPieceBytes) {}
+Mirror::Mirror(Driver& driver, std::size_t bytes, Context ctx)
+    : driver_(driver),
+      bytes_(bytes),
+      ctx_(ctx),
+      pieces_((bytes + kPieceBytes - 1) / kPieceBytes) {}
 
 Mirror::~Mirror() {
+  if (prepared_bytes_.load() > 0) driver_.set_context(ctx_);
   for (std::size_t i = 0; i < pieces_.size(); ++i) {
     if (pieces_[i].load() == kReady) driver_.host_unregister(at(piece_offset(i)));
   }
@@ -87,7 +91,9 @@ bool Mirror::prepare(std::size_t i, std::string* error) {
   char* p = at(piece_offset(i));
   std::size_t n = piece_size(i);
   populate(p, n);
-  if (DrvStatus rc = driver_.host_register(p, n)) {
+  DrvStatus rc = driver_.set_context(ctx_);
+  if (rc == kDrvOk) rc = driver_.host_register(p, n);
+  if (rc != kDrvOk) {
     *error = "cannot pin host memory: " + driver_.describe(rc);
     // Give the pages back; the mapping stays for the next attempt.
     madvise(p, n, MADV_DONTNEED);

@@ -24,8 +24,9 @@ class Mirror {
  public:
   static constexpr std::size_t kPieceBytes = std::size_t{256} << 20;
 
-  // Describes a mirror of `bytes` bytes; takes no memory until a piece is prepared.
-  Mirror(Driver& driver, std::size_t bytes);
+  // Describes a mirror of `bytes` bytes; takes no memory until a piece is prepared. Pinning needs
+  // a current context: the threads that prepare or free the mirror make `ctx` current.
+  Mirror(Driver& driver, std::size_t bytes, Context ctx);
   // Unregisters the prepared pieces and returns the memory.
   ~Mirror();
   Mirror(const Mirror&) = delete;
@@ -54,6 +55,7 @@ class Mirror {
 
   Driver& driver_;
   const std::size_t bytes_;
+  const Context ctx_;
   std::vector<std::atomic<int>> pieces_;
   std::atomic<std::size_t> prepared_bytes_{0};
   mutable std::mutex mu_;

@@ -7,8 +7,8 @@
 //    reservation back, so touching slept memory faults like an illegal address;
 //  - copies are memcpy after checking that the device range is mapped and accessible.
 // Rules the real driver enforces and gpusleep must respect are enforced here too: cuInit first,
-// a current context for copies, streams and memory info, granularity-aligned sizes, unmap of
-// exactly a mapped range, no double registration of host memory.
+// a current context for copies, streams, host registration and memory info, granularity-aligned
+// sizes, unmap of exactly a mapped range, no double registration of host memory.
 //
 // Environment: FAKECUDA_DEVICES (1), FAKECUDA_MEMORY (bytes per device, 4 GiB),
 // FAKECUDA_STATE (file shared between processes; default: private to the process),
@@ -553,6 +553,7 @@ CUresult CUDAAPI cuMemFree(CUdeviceptr dptr) {
 CUresult CUDAAPI cuMemHostRegister(void* p, size_t size, unsigned int) {
   FAKE_ENTER("cuMemHostRegister_v2");
   if (p == nullptr || size == 0) return CUDA_ERROR_INVALID_VALUE;
+  if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   auto a = reinterpret_cast<std::uintptr_t>(p);
   auto it = st().registrations.lower_bound(a);
   if (it != st().registrations.end() && it->first < a + size) {
@@ -569,6 +570,7 @@ CUresult CUDAAPI cuMemHostRegister(void* p, size_t size, unsigned int) {
 
 CUresult CUDAAPI cuMemHostUnregister(void* p) {
   FAKE_ENTER("cuMemHostUnregister");
+  if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   auto it = st().registrations.find(reinterpret_cast<std::uintptr_t>(p));
   if (it == st().registrations.end()) return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
   st().stats.registered_bytes -= it->second;
