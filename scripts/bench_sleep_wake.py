@@ -48,7 +48,7 @@ def main():
         nbytes = int(re.search(r"bytes=(\d+)", ready).group(1))
         rows = []
         if args.wait_mirrors:
-            deadline = time.time() + 300
+            deadline = time.time() + 120
             while time.time() < deadline:
                 _, st, _ = run_cli(cli, ["status", "--pid", str(host.pid)], env)
                 if st["result"]["totals"]["mirror_bytes"] >= st["result"]["totals"]["bytes"]:
