@@ -9,33 +9,34 @@
 namespace gpusleep {
 
 // Driver entry points used by the core, by their ABI symbol names.
-#define GPUSLEEP_DRIVER_SYMBOLS(X) \
-  X(cuInit)                        \
-  X(cuDeviceGet)                   \
-  X(cuDeviceGetCount)              \
-  X(cuDeviceGetAttribute)          \
-  X(cuDevicePrimaryCtxRetain)      \
-  X(cuCtxGetCurrent)               \
-  X(cuCtxSetCurrent)               \
-  X(cuCtxGetDevice)                \
-  X(cuCtxSynchronize)              \
-  X(cuMemGetInfo_v2)               \
-  X(cuMemGetAllocationGranularity) \
-  X(cuMemAddressReserve)           \
-  X(cuMemAddressFree)              \
-  X(cuMemCreate)                   \
-  X(cuMemRelease)                  \
-  X(cuMemMap)                      \
-  X(cuMemUnmap)                    \
-  X(cuMemSetAccess)                \
-  X(cuMemHostRegister_v2)          \
-  X(cuMemHostUnregister)           \
-  X(cuStreamCreate)                \
-  X(cuStreamDestroy_v2)            \
-  X(cuStreamSynchronize)           \
-  X(cuMemcpyDtoHAsync_v2)          \
-  X(cuMemcpyHtoDAsync_v2)          \
-  X(cuGetErrorName)                \
+#define GPUSLEEP_DRIVER_SYMBOLS(X)     \
+  X(cuInit)                            \
+  X(cuDeviceGet)                       \
+  X(cuDeviceGetCount)                  \
+  X(cuDeviceGetAttribute)              \
+  X(cuDevicePrimaryCtxRetain)          \
+  X(cuCtxGetCurrent)                   \
+  X(cuCtxSetCurrent)                   \
+  X(cuCtxGetDevice)                    \
+  X(cuCtxSynchronize)                  \
+  X(cuThreadExchangeStreamCaptureMode) \
+  X(cuMemGetInfo_v2)                   \
+  X(cuMemGetAllocationGranularity)     \
+  X(cuMemAddressReserve)               \
+  X(cuMemAddressFree)                  \
+  X(cuMemCreate)                       \
+  X(cuMemRelease)                      \
+  X(cuMemMap)                          \
+  X(cuMemUnmap)                        \
+  X(cuMemSetAccess)                    \
+  X(cuMemHostRegister_v2)              \
+  X(cuMemHostUnregister)               \
+  X(cuStreamCreate)                    \
+  X(cuStreamDestroy_v2)                \
+  X(cuStreamSynchronize)               \
+  X(cuMemcpyDtoHAsync_v2)              \
+  X(cuMemcpyHtoDAsync_v2)              \
+  X(cuGetErrorName)                    \
   X(cuGetErrorString)
 
 struct DriverApi {
@@ -148,6 +149,11 @@ DrvStatus CudaDriver::set_context(Context ctx) {
 DrvStatus CudaDriver::synchronize(Context ctx) {
   if (CUresult rc = api_->cuCtxSetCurrent(static_cast<CUcontext>(ctx))) return rc;
   return api_->cuCtxSynchronize();
+}
+
+DrvStatus CudaDriver::relax_capture_mode() {
+  CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+  return api_->cuThreadExchangeStreamCaptureMode(&mode);
 }
 
 DrvStatus CudaDriver::device_count(int* count) {

@@ -34,6 +34,11 @@ class Driver {
   // Blocks until all work submitted to `ctx`, from any thread, has completed. Leaves `ctx` current.
   virtual DrvStatus synchronize(Context ctx) = 0;
 
+  // Lets the calling thread make calls that a stream capture in another thread would otherwise
+  // forbid (cuMemHostRegister and its kin invalidate a global-mode capture). Only for the
+  // library's own threads, which never touch the host's captured streams.
+  virtual DrvStatus relax_capture_mode() = 0;
+
   // Number of devices visible to the process.
   virtual DrvStatus device_count(int* count) = 0;
   // Whether `device` supports the virtual memory management calls below.

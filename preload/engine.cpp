@@ -63,7 +63,8 @@ Engine::Engine(Driver& driver, const Options& options)
     : driver_(driver),
       options_(options),
       tagger_(options.default_tag),
-      preparer_(choose_prep_threads(options.prep_threads), kBackgroundPrepThreads),
+      preparer_(choose_prep_threads(options.prep_threads), kBackgroundPrepThreads,
+                [this] { driver_.relax_capture_mode(); }),
       copier_(driver, options.copy_streams, options.copy_chunk) {
   for (const auto& [tag, policy] : options.policies)
     policies_.set(tag, policy);
@@ -73,6 +74,11 @@ Engine::Engine(Driver& driver, const Options& options)
 Engine::~Engine() {
   for (const RegionInfo& r : table_.snapshot())
     free(r.va);
+}
+
+void Engine::relax_this_thread() {
+  thread_local bool relaxed = false;
+  if (!relaxed) relaxed = driver_.relax_capture_mode() == kDrvOk;
 }
 
 bool Engine::device_info(int device, DeviceInfo* info) {
@@ -278,6 +284,7 @@ void Engine::release_handles(const std::vector<std::shared_ptr<Region>>& regions
 }
 
 OpResult Engine::sleep(const SleepRequest& request) {
+  relax_this_thread();
   std::lock_guard<std::mutex> op(op_mu_);
   const double t0 = monotonic_seconds();
   OpResult result;
@@ -416,6 +423,7 @@ OpResult Engine::sleep(const SleepRequest& request) {
 }
 
 OpResult Engine::wake(const WakeRequest& request) {
+  relax_this_thread();
   std::lock_guard<std::mutex> op(op_mu_);
   const double t0 = monotonic_seconds();
   OpResult result;
@@ -531,6 +539,7 @@ OpResult Engine::wake(const WakeRequest& request) {
 }
 
 EngineStatus Engine::status() {
+  relax_this_thread();
   EngineStatus s;
   s.default_tag = tagger_.default_tag();
   s.phase_tag = tagger_.phase_tag();

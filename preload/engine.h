@@ -154,6 +154,8 @@ class Engine {
   static constexpr int kMaxDevices = 64;
 
   bool device_info(int device, DeviceInfo* info);
+  // Control operations run on the library's threads: free them from the host's capture rules.
+  void relax_this_thread();
   bool resolve_tags(const std::vector<std::string>& requested, std::set<std::string>* tags,
                     OpResult* result);
   void report_noop(const std::set<std::string>& tags,

@@ -46,10 +46,7 @@ std::size_t host_available_bytes() {
 }
 
 Mirror::Mirror(Driver& driver, std::size_t bytes, Context ctx)
-    : driver_(driver),
-      bytes_(bytes),
-      ctx_(ctx),
-      pieces_((bytes + kPieceBytes - 1) / kPieceBytes) {}
+    : driver_(driver), bytes_(bytes), ctx_(ctx), pieces_((bytes + kPieceBytes - 1) / kPieceBytes) {}
 
 Mirror::~Mirror() {
   if (prepared_bytes_.load() > 0) driver_.set_context(ctx_);
@@ -121,9 +118,11 @@ bool Mirror::ensure_piece(std::size_t i, std::string* error) {
   return ok;
 }
 
-MirrorPreparer::MirrorPreparer(int threads, int background_threads)
+MirrorPreparer::MirrorPreparer(int threads, int background_threads,
+                               std::function<void()> thread_init)
     : threads_(std::max(1, threads)),
-      background_threads_(std::max(1, std::min(background_threads, threads))) {}
+      background_threads_(std::max(1, std::min(background_threads, threads))),
+      thread_init_(std::move(thread_init)) {}
 
 MirrorPreparer::~MirrorPreparer() {
   {
@@ -157,6 +156,7 @@ void MirrorPreparer::drain() {
 }
 
 void MirrorPreparer::run() {
+  if (thread_init_) thread_init_();
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] {

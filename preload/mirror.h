@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -69,8 +70,9 @@ class Mirror {
 class MirrorPreparer {
  public:
   // `threads` helpers (started on first use); background work occupies at most
-  // `background_threads` of them at once so the host keeps its CPUs.
-  MirrorPreparer(int threads, int background_threads);
+  // `background_threads` of them at once so the host keeps its CPUs. Each helper runs
+  // `thread_init` first.
+  MirrorPreparer(int threads, int background_threads, std::function<void()> thread_init);
   ~MirrorPreparer();
 
   // Queues the pieces of `mirror` that are not ready. Urgent work runs before any background work.
@@ -90,6 +92,7 @@ class MirrorPreparer {
 
   const int threads_;
   const int background_threads_;
+  const std::function<void()> thread_init_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable idle_cv_;

@@ -92,6 +92,8 @@ struct State {
   FakeCudaStats stats{};
   std::atomic<unsigned> copy_delay_us{0};
   std::uint64_t held[kMaxDevices] = {};  // capacity this process holds, returned at exit
+  bool capturing = false;                // an emulated global-mode stream capture is under way
+  bool capture_valid = true;
 };
 
 State& st() {
@@ -100,6 +102,16 @@ State& st() {
 }
 
 thread_local Ctx* t_current = nullptr;
+thread_local CUstreamCaptureMode t_capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+
+// A potentially unsafe call during another thread's global-mode capture. Caller holds the lock.
+CUresult capture_check(bool always_conflicts) {
+  State& s = st();
+  if (!s.capturing) return CUDA_SUCCESS;
+  if (!always_conflicts && t_capture_mode == CU_STREAM_CAPTURE_MODE_RELAXED) return CUDA_SUCCESS;
+  s.capture_valid = false;
+  return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+}
 
 std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
   const char* v = std::getenv(name);
@@ -352,6 +364,7 @@ CUresult CUDAAPI cuCtxGetDevice(CUdevice* device) {
 CUresult CUDAAPI cuCtxSynchronize(void) {
   FAKE_ENTER("cuCtxSynchronize");
   if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  if (CUresult rc = capture_check(true)) return rc;
   ++st().stats.syncs;
   return CUDA_SUCCESS;
 }
@@ -554,6 +567,7 @@ CUresult CUDAAPI cuMemHostRegister(void* p, size_t size, unsigned int) {
   FAKE_ENTER("cuMemHostRegister_v2");
   if (p == nullptr || size == 0) return CUDA_ERROR_INVALID_VALUE;
   if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  if (CUresult rc = capture_check(false)) return rc;
   auto a = reinterpret_cast<std::uintptr_t>(p);
   auto it = st().registrations.lower_bound(a);
   if (it != st().registrations.end() && it->first < a + size) {
@@ -571,6 +585,7 @@ CUresult CUDAAPI cuMemHostRegister(void* p, size_t size, unsigned int) {
 CUresult CUDAAPI cuMemHostUnregister(void* p) {
   FAKE_ENTER("cuMemHostUnregister");
   if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  if (CUresult rc = capture_check(false)) return rc;
   auto it = st().registrations.find(reinterpret_cast<std::uintptr_t>(p));
   if (it == st().registrations.end()) return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
   st().stats.registered_bytes -= it->second;
@@ -627,6 +642,13 @@ CUresult CUDAAPI cuMemsetD8(CUdeviceptr dst, unsigned char value, size_t n) {
   if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   if (!device_range_ok(dst, n)) return CUDA_ERROR_INVALID_VALUE;
   std::memset(reinterpret_cast<void*>(dst), value, n);
+  return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode* mode) {
+  FAKE_ENTER("cuThreadExchangeStreamCaptureMode");
+  if (mode == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  std::swap(*mode, t_capture_mode);
   return CUDA_SUCCESS;
 }
 
@@ -739,6 +761,18 @@ extern "C" void fakecuda_set_capacity(int device, uint64_t bytes) {
 extern "C" void fakecuda_set_vmm(int supported) {
   std::lock_guard<std::mutex> lock(st().mu);
   st().vmm = supported != 0;
+}
+
+extern "C" void fakecuda_begin_capture(int global_mode) {
+  std::lock_guard<std::mutex> lock(st().mu);
+  st().capturing = global_mode != 0;
+  st().capture_valid = true;
+}
+
+extern "C" int fakecuda_end_capture(void) {
+  std::lock_guard<std::mutex> lock(st().mu);
+  st().capturing = false;
+  return st().capture_valid ? 1 : 0;
 }
 
 extern "C" void fakecuda_set_copy_delay_us(unsigned microseconds) {

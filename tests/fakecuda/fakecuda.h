@@ -26,6 +26,12 @@ uint64_t fakecuda_capacity_bytes(int device);
 void fakecuda_set_capacity(int device, uint64_t bytes);
 /* Whether devices report virtual memory management support (FAKECUDA_NO_VMM sets it off). */
 void fakecuda_set_vmm(int supported);
+/* Emulates a stream capture on the calling thread, begun in global mode (1) or relaxed mode (0).
+ * While it lasts, a potentially unsafe call (host registration) from a thread whose capture mode
+ * is not relaxed fails with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and invalidates the capture, and
+ * a context synchronization always does. fakecuda_end_capture returns 1 if it is still valid. */
+void fakecuda_begin_capture(int global_mode);
+int fakecuda_end_capture(void);
 /* Every copy call sleeps this long first (0: none; also FAKECUDA_COPY_DELAY_US), so that a sleep
  * or wake lasts long enough for tests to act during it. */
 void fakecuda_set_copy_delay_us(unsigned microseconds);

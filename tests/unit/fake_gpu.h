@@ -36,6 +36,8 @@ class FakeGpu {
     resolve(set_capacity_, "fakecuda_set_capacity");
     resolve(set_vmm_, "fakecuda_set_vmm");
     resolve(set_delay_, "fakecuda_set_copy_delay_us");
+    resolve(begin_capture_, "fakecuda_begin_capture");
+    resolve(end_capture_, "fakecuda_end_capture");
     reset_();
     set_capacity_(0, kDefaultCapacity);
     set_vmm_(1);
@@ -60,6 +62,9 @@ class FakeGpu {
   void set_capacity(std::uint64_t bytes, int device = 0) { set_capacity_(device, bytes); }
   void set_vmm(bool on) { set_vmm_(on ? 1 : 0); }
   void set_copy_delay_us(unsigned us) { set_delay_(us); }
+  // An emulated global-mode stream capture by the host; end_capture() says if it stayed valid.
+  void begin_capture() { begin_capture_(1); }
+  bool end_capture() { return end_capture_() == 1; }
 
  private:
   template <typename F>
@@ -78,6 +83,8 @@ class FakeGpu {
   decltype(fakecuda_set_capacity)* set_capacity_ = nullptr;
   decltype(fakecuda_set_vmm)* set_vmm_ = nullptr;
   decltype(fakecuda_set_copy_delay_us)* set_delay_ = nullptr;
+  decltype(fakecuda_begin_capture)* begin_capture_ = nullptr;
+  decltype(fakecuda_end_capture)* end_capture_ = nullptr;
 };
 
 // Options for engines under test: small chunks so that copies are split, few helper threads.

@@ -292,6 +292,22 @@ TEST_CASE("mirrors are prepared in the background as offload regions are allocat
   CHECK(engine.regions()[0].mirror_bytes == 6 * kMiB);
 }
 
+TEST_CASE("allocating during the host's graph capture pins mirrors without breaking the capture",
+          "[engine]") {
+  FakeGpu gpu;
+  const FakeCudaStats before = gpu.stats();
+  Engine engine(gpu.driver(), test_options());
+  gpu.begin_capture();  // as torch.cuda.graph() does, in global mode
+  DevicePtr va = must_allocate(engine, 6 * kMiB);
+  engine.drain_background();
+  CHECK(gpu.end_capture());
+  CHECK(gpu.stats().registered_bytes - before.registered_bytes == 6 * kMiB);
+  fill(va, 6 * kMiB, 3);
+  REQUIRE(engine.sleep(SleepRequest{}).ok);
+  REQUIRE(engine.wake(WakeRequest{}).ok);
+  CHECK(holds(va, 6 * kMiB, 3));
+}
+
 TEST_CASE("without eager mirrors nothing is pinned before the first sleep", "[engine]") {
   FakeGpu gpu;
   Options o = test_options();
