@@ -24,7 +24,7 @@ def gib(n):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--mib", type=int, default=2048, help="size of each of the GPU program's buffers")
+    ap.add_argument("--mib", type=int, default=2048, help="size of each of the GPU program's two inputs")
     ap.add_argument("--emulated", action="store_true", help="use the emulated driver even with a GPU")
     args = ap.parse_args()
     cli = os.path.join(args.build, "bin", "gpusleep")

@@ -4,8 +4,8 @@
 //   verify   check every input element against its formula and replay the graph into a cleared
 //            output: "OK verify inputs=match|mismatch:N graph=match|differs"
 //   exit
-// Arguments: --mib N (size of each of the three buffers, default 1024), --chunks K (each input
-// is K separate allocations, default 1).
+// Arguments: --mib N (size of each of the two inputs, default 1024), --chunks K (each input is K
+// separate allocations, default 1; the output is the size of one chunk).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -118,7 +118,8 @@ int main(int argc, char** argv) {
     return sum;
   };
   const unsigned long long reference = replay();
-  std::printf("READY bytes=%zu checksum=%llu\n", 3 * bytes, reference);
+  std::printf("READY bytes=%zu checksum=%llu\n", 2 * bytes + n * 8 + 2 * sizeof(unsigned long long),
+              reference);
   std::fflush(stdout);
 
   std::string line;
