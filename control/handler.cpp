@@ -155,11 +155,11 @@ Json Handler::status(const protocol::Request& req) {
   if (engine_ == nullptr) return protocol::ok_reply(req.id, out);
   EngineStatus s = engine_->status();
   Json tags = Json::array();
-  Json totals{{"regions", 0},
-              {"bytes", 0},
-              {"resident_bytes", 0},
-              {"asleep_bytes", 0},
-              {"mirror_bytes", 0}};
+  Json totals = Json::object();
+  for (const char* k : {"regions", "bytes", "resident_bytes", "asleep_bytes", "mirror_bytes",
+                        "mirror_pending_bytes"}) {
+    totals[k] = 0;
+  }
   for (const TagStatus& t : s.tags) {
     std::string state = t.regions == 0          ? "empty"
                         : t.asleep_regions == 0 ? "awake"
@@ -173,9 +173,11 @@ Json Handler::status(const protocol::Request& req) {
                     {"resident_bytes", t.resident_bytes},
                     {"asleep_bytes", t.asleep_bytes},
                     {"mirror_bytes", t.mirror_bytes},
+                    {"mirror_pending_bytes", t.mirror_pending_bytes},
                     {"last_sleep_ms", optional_ms(t.last_sleep_ms)},
                     {"last_wake_ms", optional_ms(t.last_wake_ms)}});
-    for (const char* k : {"regions", "bytes", "resident_bytes", "asleep_bytes", "mirror_bytes"}) {
+    for (const char* k : {"regions", "bytes", "resident_bytes", "asleep_bytes", "mirror_bytes",
+                          "mirror_pending_bytes"}) {
       totals[k] = totals[k].get<std::size_t>() + tags.back()[k].get<std::size_t>();
     }
   }

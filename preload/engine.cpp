@@ -4,6 +4,7 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <thread>
 
 #include "log.h"
@@ -14,6 +15,9 @@ namespace {
 
 constexpr std::size_t kSleepHostReserve = std::size_t{1} << 30;  // host memory a sleep leaves
 constexpr int kBackgroundPrepThreads = 4;
+// Background preparation starts this long after an allocation: allocations freed sooner (scratch
+// buffers, allocation benchmarks) are never pinned.
+constexpr std::chrono::milliseconds kBackgroundDelay{1000};
 
 int choose_prep_threads(int configured) {
   if (configured > 0) return configured;
@@ -23,6 +27,12 @@ int choose_prep_threads(int configured) {
 
 std::size_t round_up(std::size_t n, std::size_t to) {
   return (n + to - 1) / to * to;
+}
+
+// A mirror holds the bytes the caller asked for (in whole host pages), not the granularity's
+// rounding: nothing may be read past the requested size.
+std::size_t mirror_size(const Region& r) {
+  return round_up(r.size, 4096);
 }
 
 // Restores the calling thread's context on scope exit (frees run on the host's threads).
@@ -63,7 +73,7 @@ Engine::Engine(Driver& driver, const Options& options)
     : driver_(driver),
       options_(options),
       tagger_(options.default_tag),
-      preparer_(choose_prep_threads(options.prep_threads), kBackgroundPrepThreads,
+      preparer_(choose_prep_threads(options.prep_threads), kBackgroundPrepThreads, kBackgroundDelay,
                 [this] { driver_.relax_capture_mode(); }),
       copier_(driver, options.copy_streams, options.copy_chunk) {
   for (const auto& [tag, policy] : options.policies)
@@ -159,7 +169,7 @@ AllocOutcome Engine::allocate(std::size_t size, int device, std::uintptr_t call_
   region->tag = decision.tag;
   region->handle = handle;
   const bool offload = policies_.for_tag(decision.tag) == Policy::kOffload;
-  if (offload) region->mirror = std::make_shared<Mirror>(driver_, mapped, ctx);
+  if (offload) region->mirror = std::make_shared<Mirror>(driver_, mirror_size(*region), ctx);
   {
     std::lock_guard<std::mutex> lock(meta_mu_);
     known_tags_.insert(decision.tag);
@@ -193,7 +203,7 @@ FreeOutcome Engine::free(DevicePtr va) {
     GS_ERROR("free of region %llu at 0x%llx: %s", static_cast<unsigned long long>(region->id),
              static_cast<unsigned long long>(va), driver_.describe(rc).c_str());
   }
-  region->mirror.reset();  // unpinning sets a context: do it before the caller's is restored
+  preparer_.release(std::move(region->mirror));  // unpinning is slow: not on the caller's time
   return FreeOutcome::kFreed;
 }
 
@@ -306,10 +316,10 @@ OpResult Engine::sleep(const SleepRequest& request) {
     policy[i] = request.policy.value_or(policies_.for_tag(r.tag));
     if (policy[i] != Policy::kOffload) continue;
     if (r.mirror == nullptr) {
-      auto mirror = std::make_shared<Mirror>(driver_, r.mapped, r.ctx);
+      auto mirror = std::make_shared<Mirror>(driver_, mirror_size(r), r.ctx);
       table_.update([&] { r.mirror = std::move(mirror); });
     }
-    host_needed += r.mapped - r.mirror->prepared_bytes();
+    host_needed += r.mirror->bytes() - r.mirror->prepared_bytes();
   }
   if (host_needed > 0) {
     std::size_t available = host_available_bytes();
@@ -396,17 +406,20 @@ OpResult Engine::sleep(const SleepRequest& request) {
     for (std::size_t i = 0; i < slept.size(); ++i)
       slept[i]->slept_policy = slept_policy[i];
   });
-  table_.settle(slept, RegionState::kAsleep);
-  table_.settle(kept, RegionState::kAwake);
-  result.map_seconds = monotonic_seconds() - t;
-
+  // Report before settling: once settled, a free on another thread may take a region apart.
   result.tags = tag_reports(slept, slept_policy);
   for (std::size_t i = 0; i < slept.size(); ++i) {
     result.regions += 1;
     result.bytes += slept[i]->mapped;
-    (slept_policy[i] == Policy::kOffload ? result.copied_bytes : result.discarded_bytes) +=
-        slept[i]->mapped;
+    if (slept_policy[i] == Policy::kOffload) {
+      result.copied_bytes += slept[i]->mirror->bytes();
+    } else {
+      result.discarded_bytes += slept[i]->mapped;
+    }
   }
+  table_.settle(slept, RegionState::kAsleep);
+  table_.settle(kept, RegionState::kAwake);
+  result.map_seconds = monotonic_seconds() - t;
   result.seconds = monotonic_seconds() - t0;
   {
     std::lock_guard<std::mutex> lock(meta_mu_);
@@ -515,7 +528,11 @@ OpResult Engine::wake(const WakeRequest& request) {
     policies[i] = r.slept_policy;
     result.regions += 1;
     result.bytes += r.mapped;
-    (r.slept_policy == Policy::kOffload ? result.copied_bytes : result.discarded_bytes) += r.mapped;
+    if (r.slept_policy == Policy::kOffload) {
+      result.copied_bytes += r.mirror->bytes();
+    } else {
+      result.discarded_bytes += r.mapped;
+    }
   }
   if (!options_.keep_mirrors) {
     table_.update([&] {
@@ -524,9 +541,10 @@ OpResult Engine::wake(const WakeRequest& request) {
       }
     });
   }
+  result.tags = tag_reports(claimed, policies);  // before settling, as in sleep
   table_.settle(claimed, RegionState::kAwake);
-  dropped.clear();  // unpins outside the table's lock
-  result.tags = tag_reports(claimed, policies);
+  for (auto& m : dropped)
+    preparer_.release(std::move(m));
   result.seconds = monotonic_seconds() - t0;
   {
     std::lock_guard<std::mutex> lock(meta_mu_);
@@ -566,6 +584,10 @@ EngineStatus Engine::status() {
     bool resident = info.state == RegionState::kAwake || info.state == RegionState::kSleeping;
     (resident ? t.resident_bytes : t.asleep_bytes) += info.mapped;
     (resident ? t.awake_regions : t.asleep_regions) += 1;
+    if (info.state == RegionState::kAwake && policies_.for_tag(info.tag) == Policy::kOffload) {
+      std::size_t target = info.mirror_size ? info.mirror_size : round_up(info.size, 4096);
+      t.mirror_pending_bytes += target - std::min(target, info.mirror_bytes);
+    }
   }
   for (auto& [tag, t] : by_tag) {
     t.tag = tag;

@@ -75,6 +75,9 @@ struct TagStatus {
   std::size_t resident_bytes = 0;  // of awake regions
   std::size_t asleep_bytes = 0;
   std::size_t mirror_bytes = 0;  // host bytes prepared for its regions
+  // Host bytes its awake regions still need pinned before a sleep can copy at full speed
+  // (0 for discard tags).
+  std::size_t mirror_pending_bytes = 0;
   std::optional<double> last_sleep_ms;
   std::optional<double> last_wake_ms;
 };

@@ -119,9 +119,11 @@ bool Mirror::ensure_piece(std::size_t i, std::string* error) {
 }
 
 MirrorPreparer::MirrorPreparer(int threads, int background_threads,
+                               std::chrono::milliseconds background_delay,
                                std::function<void()> thread_init)
     : threads_(std::max(1, threads)),
       background_threads_(std::max(1, std::min(background_threads, threads))),
+      background_delay_(background_delay),
       thread_init_(std::move(thread_init)) {}
 
 MirrorPreparer::~MirrorPreparer() {
@@ -132,6 +134,7 @@ MirrorPreparer::~MirrorPreparer() {
   cv_.notify_all();
   for (auto& t : workers_)
     t.join();
+  releases_.clear();
 }
 
 void MirrorPreparer::start_locked() {
@@ -143,47 +146,81 @@ void MirrorPreparer::start_locked() {
 void MirrorPreparer::submit(const std::shared_ptr<Mirror>& mirror, bool urgent) {
   std::lock_guard<std::mutex> lock(mu_);
   start_locked();
+  auto ready_at = std::chrono::steady_clock::now() +
+                  (urgent ? std::chrono::milliseconds(0) : background_delay_);
   for (std::size_t i = 0; i < mirror->piece_count(); ++i) {
     if (mirror->piece_ready(i)) continue;
-    (urgent ? urgent_ : background_).push_back(Job{mirror, i});
+    (urgent ? urgent_ : background_).push_back(Job{mirror, i, ready_at});
   }
   cv_.notify_all();
 }
 
+void MirrorPreparer::release(std::shared_ptr<Mirror> mirror) {
+  if (mirror == nullptr) return;
+  mirror->abandon();
+  std::lock_guard<std::mutex> lock(mu_);
+  start_locked();
+  releases_.push_back(std::move(mirror));
+  cv_.notify_one();
+}
+
+bool MirrorPreparer::idle_locked() const {
+  return urgent_.empty() && background_.empty() && releases_.empty() && busy_ == 0;
+}
+
 void MirrorPreparer::drain() {
   std::unique_lock<std::mutex> lock(mu_);
-  idle_cv_.wait(lock, [this] { return urgent_.empty() && background_.empty() && busy_ == 0; });
+  ++draining_;
+  cv_.notify_all();
+  idle_cv_.wait(lock, [this] { return idle_locked(); });
+  --draining_;
 }
 
 void MirrorPreparer::run() {
   if (thread_init_) thread_init_();
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] {
-      return stop_ || !urgent_.empty() ||
-             (!background_.empty() && running_background_ < background_threads_);
-    });
+    auto background_due = [this] {
+      return !background_.empty() && running_background_ < background_threads_ &&
+             (draining_ > 0 || background_.front().ready_at <= std::chrono::steady_clock::now());
+    };
     if (stop_) return;
-    bool urgent = !urgent_.empty();
-    Job job = urgent ? urgent_.front() : background_.front();
-    (urgent ? urgent_ : background_).pop_front();
-    ++busy_;
-    if (!urgent) ++running_background_;
-    lock.unlock();
-    if (auto mirror = job.mirror.lock()) {
-      std::size_t need = mirror->piece_size(job.piece) + kBackgroundReserve;
-      if (urgent || host_available_bytes() >= need) {
-        std::string error;
-        if (!mirror->ensure_piece(job.piece, &error)) {
-          GS_DEBUG("mirror piece not prepared ahead: %s", error.c_str());
+    if (!releases_.empty()) {
+      std::shared_ptr<Mirror> mirror = std::move(releases_.front());
+      releases_.pop_front();
+      ++busy_;
+      lock.unlock();
+      mirror.reset();  // unpins and unmaps, unless a preparation job still holds it
+      lock.lock();
+      --busy_;
+    } else if (!urgent_.empty() || background_due()) {
+      bool urgent = !urgent_.empty();
+      Job job = urgent ? urgent_.front() : background_.front();
+      (urgent ? urgent_ : background_).pop_front();
+      ++busy_;
+      if (!urgent) ++running_background_;
+      lock.unlock();
+      if (auto mirror = job.mirror.lock(); mirror && !mirror->abandoned()) {
+        std::size_t need = mirror->piece_size(job.piece) + kBackgroundReserve;
+        if (urgent || host_available_bytes() >= need) {
+          std::string error;
+          if (!mirror->ensure_piece(job.piece, &error)) {
+            GS_DEBUG("mirror piece not prepared ahead: %s", error.c_str());
+          }
         }
       }
+      lock.lock();
+      --busy_;
+      if (!urgent) --running_background_;
+    } else if (!background_.empty() && running_background_ < background_threads_) {
+      cv_.wait_until(lock, background_.front().ready_at);
+      continue;
+    } else {
+      cv_.wait(lock);
+      continue;
     }
-    lock.lock();
-    --busy_;
-    if (!urgent) --running_background_;
     cv_.notify_all();
-    if (urgent_.empty() && background_.empty() && busy_ == 0) idle_cv_.notify_all();
+    if (idle_locked()) idle_cv_.notify_all();
   }
 }
 

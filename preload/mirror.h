@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -47,6 +48,9 @@ class Mirror {
   char* at(std::size_t offset) const { return base_ + offset; }
   // Bytes of the pieces that are ready.
   std::size_t prepared_bytes() const { return prepared_bytes_.load(); }
+  // Marks the mirror as no longer wanted: queued preparation skips it.
+  void abandon() { abandoned_ = true; }
+  bool abandoned() const { return abandoned_.load(); }
 
  private:
   enum PieceState : int { kEmpty = 0, kPreparing = 1, kReady = 2 };
@@ -59,6 +63,7 @@ class Mirror {
   const Context ctx_;
   std::vector<std::atomic<int>> pieces_;
   std::atomic<std::size_t> prepared_bytes_{0};
+  std::atomic<bool> abandoned_{false};
   mutable std::mutex mu_;
   std::condition_variable cv_;
   char* base_ = nullptr;     // 2 MiB aligned, set once under mu_
@@ -66,40 +71,52 @@ class Mirror {
   std::size_t mapping_bytes_ = 0;
 };
 
-// Helper threads that prepare mirror pieces ahead of the copies that need them.
+// Helper threads that prepare mirror pieces ahead of the copies that need them, and free mirrors
+// off the caller's thread (unpinning gigabytes takes tens of milliseconds).
 class MirrorPreparer {
  public:
   // `threads` helpers (started on first use); background work occupies at most
-  // `background_threads` of them at once so the host keeps its CPUs. Each helper runs
-  // `thread_init` first.
-  MirrorPreparer(int threads, int background_threads, std::function<void()> thread_init);
+  // `background_threads` of them at once so the host keeps its CPUs, and starts only
+  // `background_delay` after it is queued, so short-lived allocations are never pinned. Each
+  // helper runs `thread_init` first.
+  MirrorPreparer(int threads, int background_threads, std::chrono::milliseconds background_delay,
+                 std::function<void()> thread_init);
+  // Frees the mirrors still queued for release; drops queued preparation.
   ~MirrorPreparer();
 
   // Queues the pieces of `mirror` that are not ready. Urgent work runs before any background work.
   // Background pieces are skipped when host memory is short (the sleep that needs them prepares
   // them and reports the shortage).
   void submit(const std::shared_ptr<Mirror>& mirror, bool urgent);
-  // Waits until no job is queued or running (tests).
+  // Drops the caller's reference to `mirror` on a helper thread.
+  void release(std::shared_ptr<Mirror> mirror);
+  // Waits until nothing is queued or running, running delayed background work at once (tests,
+  // benchmarks).
   void drain();
 
  private:
   struct Job {
     std::weak_ptr<Mirror> mirror;
     std::size_t piece;
+    std::chrono::steady_clock::time_point ready_at;
   };
   void start_locked();
   void run();
+  bool idle_locked() const;
 
   const int threads_;
   const int background_threads_;
+  const std::chrono::milliseconds background_delay_;
   const std::function<void()> thread_init_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable idle_cv_;
   std::deque<Job> urgent_;
   std::deque<Job> background_;
+  std::deque<std::shared_ptr<Mirror>> releases_;
   int running_background_ = 0;
   int busy_ = 0;
+  int draining_ = 0;
   bool stop_ = false;
   std::vector<std::thread> workers_;
 };

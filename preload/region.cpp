@@ -91,7 +91,8 @@ RegionInfo RegionTable::info_of(const Region& r) {
                     r.tag,
                     r.state,
                     r.slept_policy,
-                    r.mirror ? r.mirror->prepared_bytes() : 0};
+                    r.mirror ? r.mirror->prepared_bytes() : 0,
+                    r.mirror ? r.mirror->bytes() : 0};
 }
 
 std::vector<RegionInfo> RegionTable::snapshot() const {

@@ -60,6 +60,7 @@ struct RegionInfo {
   RegionState state;
   Policy slept_policy;
   std::size_t mirror_bytes;  // host bytes prepared for this region
+  std::size_t mirror_size;   // host bytes its mirror will hold (0: no mirror yet)
 };
 
 class RegionTable {

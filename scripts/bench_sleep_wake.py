@@ -51,11 +51,12 @@ def main():
             deadline = time.time() + 120
             while time.time() < deadline:
                 _, st, _ = run_cli(cli, ["status", "--pid", str(host.pid)], env)
-                if st["result"]["totals"]["mirror_bytes"] >= st["result"]["totals"]["bytes"]:
+                if st["result"]["totals"]["mirror_pending_bytes"] == 0:
                     break
                 time.sleep(0.2)
         _, st, _ = run_cli(cli, ["status", "--pid", str(host.pid)], env)
-        mirrors_ready = st["result"]["totals"]["mirror_bytes"] / st["result"]["totals"]["bytes"]
+        totals = st["result"]["totals"]
+        mirrors_ready = totals["mirror_bytes"] / (totals["mirror_bytes"] + totals["mirror_pending_bytes"])
 
         def cycle(kind, index, *sleep_args):
             free0 = nvidia_free_bytes()

@@ -65,8 +65,8 @@ class Emulated(unittest.TestCase):
         free_awake = self.free()
         _, out, _ = self.cli("sleep", "--pid", str(h.pid))
         r = out["result"]
-        self.assertEqual(r["bytes"], 64 * MiB + 4 * MiB)
-        self.assertEqual(r["copied_bytes"], r["bytes"])
+        self.assertEqual(r["bytes"], 64 * MiB + 4 * MiB)  # device memory: 2 MiB granules
+        self.assertEqual(r["copied_bytes"], 64 * MiB + 3002368)  # host copies: 4 KiB pages
         self.assertEqual(self.free() - free_awake, r["bytes"])
         self.assertEqual(h.send("touch w"), "OK touch w fault")
         self.assertTrue(h.ask("check w").startswith("ERR memcpy"))
@@ -74,7 +74,8 @@ class Emulated(unittest.TestCase):
         tags = {t["tag"]: t for t in status["result"]["tags"]}
         self.assertEqual(tags["weights"]["state"], "asleep")
         self.assertEqual(tags["weights"]["asleep_bytes"], r["bytes"])
-        self.assertEqual(tags["weights"]["mirror_bytes"], r["bytes"])
+        self.assertEqual(tags["weights"]["mirror_bytes"], r["copied_bytes"])
+        self.assertEqual(tags["weights"]["mirror_pending_bytes"], 0)
         self.assertIsNotNone(tags["weights"]["last_sleep_ms"])
 
         _, out, _ = self.cli("wake", "--pid", str(h.pid))

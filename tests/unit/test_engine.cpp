@@ -27,7 +27,7 @@ TEST_CASE("allocation maps accessible memory rounded up to the granularity, tagg
   CHECK(gpu.used() == used0);
 }
 
-TEST_CASE("offload sleep releases device memory into a pinned mirror; wake restores it in place",
+TEST_CASE("offload sleep releases device memory into a pinned mirror and wake restores it in place",
           "[engine]") {
   FakeGpu gpu;
   Engine engine(gpu.driver(), test_options());
@@ -41,12 +41,12 @@ TEST_CASE("offload sleep releases device memory into a pinned mirror; wake resto
   OpResult slept = engine.sleep(SleepRequest{});
   REQUIRE(slept.ok);
   CHECK(slept.regions == 2);
-  CHECK(slept.bytes == 8 * kMiB);
-  CHECK(slept.copied_bytes == 8 * kMiB);
+  CHECK(slept.bytes == 8 * kMiB);                // device memory, in 2 MiB granules
+  CHECK(slept.copied_bytes == 6 * kMiB + 4096);  // what was asked for, in 4 KiB pages
   CHECK(slept.discarded_bytes == 0);
   CHECK(gpu.used() == used0);
   FakeCudaStats mid = gpu.stats();
-  CHECK(mid.pinned_copy_bytes - before.pinned_copy_bytes == 8 * kMiB);
+  CHECK(mid.pinned_copy_bytes - before.pinned_copy_bytes == 6 * kMiB + 4096);
   CHECK(mid.pageable_copy_bytes == before.pageable_copy_bytes);
   CHECK(mid.syncs > before.syncs);  // quiesced before unmapping
   for (const RegionInfo& r : engine.regions())
@@ -55,7 +55,7 @@ TEST_CASE("offload sleep releases device memory into a pinned mirror; wake resto
   OpResult woke = engine.wake(WakeRequest{});
   REQUIRE(woke.ok);
   CHECK(woke.regions == 2);
-  CHECK(woke.copied_bytes == 8 * kMiB);
+  CHECK(woke.copied_bytes == 6 * kMiB + 4096);
   CHECK(gpu.used() - used0 == 8 * kMiB);
   CHECK(holds(a, 6 * kMiB, 7));
   CHECK(holds(b, 1000, 8));
@@ -308,6 +308,16 @@ TEST_CASE("allocating during the host's graph capture pins mirrors without break
   CHECK(holds(va, 6 * kMiB, 3));
 }
 
+TEST_CASE("allocations freed soon after they are made are never pinned", "[engine]") {
+  FakeGpu gpu;
+  const FakeCudaStats before = gpu.stats();
+  Engine engine(gpu.driver(), test_options());
+  for (int i = 0; i < 20; ++i)
+    engine.free(must_allocate(engine, 4 * kMiB));
+  engine.drain_background();
+  CHECK(gpu.stats().host_registrations == before.host_registrations);
+}
+
 TEST_CASE("without eager mirrors nothing is pinned before the first sleep", "[engine]") {
   FakeGpu gpu;
   Options o = test_options();
@@ -335,6 +345,7 @@ TEST_CASE("with keep_mirrors off, mirrors are unpinned and freed after wake", "[
   for (int cycle = 0; cycle < 2; ++cycle) {
     REQUIRE(engine.sleep(SleepRequest{}).ok);
     REQUIRE(engine.wake(WakeRequest{}).ok);
+    engine.drain_background();  // mirrors are unpinned on a helper thread
     CHECK(gpu.stats().registered_bytes == before.registered_bytes);
     CHECK(engine.status().tags[0].mirror_bytes == 0);
     CHECK(holds(a, 4 * kMiB, 3));
@@ -351,6 +362,7 @@ TEST_CASE("freeing an asleep region returns its mirror and address range", "[eng
   CHECK(engine.free(a) == FreeOutcome::kFreed);
   CHECK(engine.regions().empty());
   CHECK(gpu.used() == used0);
+  engine.drain_background();  // mirrors are unpinned on a helper thread
   CHECK(gpu.stats().registered_bytes == before.registered_bytes);
   CHECK(engine.free(a) == FreeOutcome::kNotOurs);
   // The tag is still known: sleeping it is a no-op, not an error.
