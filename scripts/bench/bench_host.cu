@@ -1,7 +1,9 @@
 // The benchmark's host program, unaware of gpusleep. It first measures the pinned copy line rate
 // of this machine (host memory from cudaHostAlloc, 4 streams, 64 MiB chunks), then allocates
-// --gib GiB in --regions allocations, fills them by kernel and waits for commands:
+// --gib GiB, fills it by kernel and waits for commands. The allocations are --regions equal ones,
+// or with --mix N, N small ones (2 to 8 MiB) and then larger ones (256 MiB to 4 GiB).
 //   verify   check every byte against its formula: "OK verify match" or "OK verify mismatch:N"
+//   freeall  cudaFree everything
 //   exit
 #include <cuda_runtime.h>
 
@@ -78,9 +80,11 @@ static double line_rate(bool to_host, char* dev, char* host, std::size_t total, 
 int main(int argc, char** argv) {
   double gib = 16;
   int regions = 8;
+  int mix = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--gib")) gib = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--regions")) regions = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--mix")) mix = std::atoi(argv[i + 1]);
   }
   const int grid = 1056, block = 256;
 
@@ -106,17 +110,39 @@ int main(int argc, char** argv) {
   }
 
   const std::size_t total = static_cast<std::size_t>(gib * (1ull << 30));
-  const std::size_t words = total / 8 / regions;
-  std::vector<std::uint64_t*> bufs(regions);
-  for (int r = 0; r < regions; ++r) {
-    CHECK(cudaMalloc(&bufs[r], words * 8));
-    fill<<<grid, block>>>(bufs[r], words, 1000 + r);
+  const std::size_t MiB = std::size_t{1} << 20;
+  std::vector<std::size_t> sizes;
+  if (mix > 0) {
+    std::uint64_t rng = 12345;
+    std::size_t sum = 0;
+    for (int i = 0; i < mix; ++i) {
+      rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+      sizes.push_back(((rng >> 33) % 4 + 1) * 2 * MiB);
+      sum += sizes.back();
+    }
+    const std::size_t big[] = {4096 * MiB, 1024 * MiB, 256 * MiB, 2048 * MiB, 512 * MiB};
+    for (int k = 0; sum < total; ++k) {
+      std::size_t s = std::min(big[k % 5], (total - sum) / (2 * MiB) * (2 * MiB));
+      if (s == 0) break;
+      sizes.push_back(s);
+      sum += s;
+    }
+  } else {
+    for (int r = 0; r < regions; ++r) sizes.push_back(total / regions / 8 * 8);
+  }
+  const int nregions = static_cast<int>(sizes.size());
+  std::vector<std::uint64_t*> bufs(nregions);
+  std::size_t allocated = 0;
+  for (int r = 0; r < nregions; ++r) {
+    CHECK(cudaMalloc(&bufs[r], sizes[r]));
+    fill<<<grid, block>>>(bufs[r], sizes[r] / 8, 1000 + r);
+    allocated += sizes[r];
   }
   unsigned long long* bad_dev = nullptr;
   CHECK(cudaMalloc(&bad_dev, sizeof(unsigned long long)));
   CHECK(cudaGetLastError());
   CHECK(cudaDeviceSynchronize());
-  std::printf("READY bytes=%zu regions=%d\n", words * 8 * regions, regions);
+  std::printf("READY bytes=%zu regions=%d\n", allocated, nregions);
   std::fflush(stdout);
 
   std::string line;
@@ -125,15 +151,23 @@ int main(int argc, char** argv) {
       std::printf("OK exit\n");
       return 0;
     }
+    if (line == "freeall") {
+      for (auto* p : bufs) CHECK(cudaFree(p));
+      bufs.clear();
+      sizes.clear();
+      std::printf("OK freeall\n");
+      std::fflush(stdout);
+      continue;
+    }
     if (line != "verify") {
       std::printf("ERR unknown command\n");
       std::fflush(stdout);
       continue;
     }
     unsigned long long bad = 0;
-    for (int r = 0; r < regions; ++r) {
+    for (std::size_t r = 0; r < bufs.size(); ++r) {
       CHECK(cudaMemset(bad_dev, 0, sizeof bad));
-      count_mismatches<<<grid, block>>>(bufs[r], words, 1000 + r, bad_dev);
+      count_mismatches<<<grid, block>>>(bufs[r], sizes[r] / 8, 1000 + r, bad_dev);
       unsigned long long b = 0;
       CHECK(cudaMemcpy(&b, bad_dev, sizeof b, cudaMemcpyDeviceToHost));
       bad += b;
