@@ -8,7 +8,6 @@
 #include <thread>
 
 #include "log.h"
-#include "threads.h"
 #include "units.h"
 
 namespace gpusleep {
@@ -280,33 +279,9 @@ void Engine::report_noop(const std::set<std::string>& tags,
   }
 }
 
-void Engine::for_each_region(std::size_t n, const std::function<void(std::size_t)>& fn) {
-  // Each driver call costs tens of microseconds and a request may move thousands of regions.
-  constexpr std::size_t kPerThread = 16;
-  std::size_t workers =
-      std::min<std::size_t>(options_.map_threads, (n + kPerThread - 1) / kPerThread);
-  if (workers <= 1) {
-    for (std::size_t i = 0; i < n; ++i)
-      fn(i);
-    return;
-  }
-  std::atomic<std::size_t> next{0};
-  auto work = [&] {
-    relax_this_thread();
-    for (std::size_t i; (i = next.fetch_add(1)) < n;)
-      fn(i);
-  };
-  std::vector<std::thread> threads;
-  for (std::size_t w = 1; w < workers; ++w)
-    threads.push_back(start_quiet_thread(work));
-  work();
-  for (auto& t : threads)
-    t.join();
-}
-
 void Engine::release_handles(const std::vector<std::shared_ptr<Region>>& regions,
                              const std::vector<PhysHandle>& handles,
-                             const std::vector<char>& mapped) {
+                             const std::vector<bool>& mapped) {
   for (std::size_t i = 0; i < regions.size(); ++i) {
     if (mapped[i]) {
       if (DrvStatus rc = driver_.unmap(regions[i]->va, regions[i]->mapped)) {
@@ -410,25 +385,18 @@ OpResult Engine::sleep(const SleepRequest& request) {
   std::vector<std::shared_ptr<Region>> slept;
   std::vector<std::shared_ptr<Region>> kept;
   std::vector<Policy> slept_policy;
-  std::vector<DrvStatus> unmap_rc(claimed.size(), kDrvOk);
-  std::vector<DrvStatus> release_rc(claimed.size(), kDrvOk);
-  for_each_region(claimed.size(), [&](std::size_t i) {
-    Region& r = *claimed[i];
-    driver_.set_context(r.ctx);
-    unmap_rc[i] = driver_.unmap(r.va, r.mapped);
-    if (unmap_rc[i] == kDrvOk) release_rc[i] = driver_.release(r.handle);
-  });
   for (std::size_t i = 0; i < claimed.size(); ++i) {
     Region& r = *claimed[i];
-    if (unmap_rc[i] != kDrvOk) {
+    driver_.set_context(r.ctx);
+    if (DrvStatus urc = driver_.unmap(r.va, r.mapped)) {
       GS_ERROR("sleep: unmap of region %llu failed: %s; it stays awake",
-               static_cast<unsigned long long>(r.id), driver_.describe(unmap_rc[i]).c_str());
+               static_cast<unsigned long long>(r.id), driver_.describe(urc).c_str());
       kept.push_back(claimed[i]);
       continue;
     }
-    if (release_rc[i] != kDrvOk) {
+    if (DrvStatus rrc = driver_.release(r.handle)) {
       GS_ERROR("sleep: release of region %llu failed: %s", static_cast<unsigned long long>(r.id),
-               driver_.describe(release_rc[i]).c_str());
+               driver_.describe(rrc).c_str());
     }
     r.handle = 0;
     slept.push_back(claimed[i]);
@@ -483,30 +451,20 @@ OpResult Engine::wake(const WakeRequest& request) {
   }
   const std::size_t n = claimed.size();
   std::vector<PhysHandle> handles(n, 0);
-  std::vector<char> mapped(n, 0);  // written by several threads: not vector<bool>
+  std::vector<bool> mapped(n, false);
 
   // All physical memory first: a wake that cannot get all of it changes nothing.
   double t = monotonic_seconds();
-  std::vector<DrvStatus> status(n, kDrvOk);
-  for_each_region(n, [&](std::size_t i) {
+  for (std::size_t i = 0; i < n; ++i) {
     Region& r = *claimed[i];
     driver_.set_context(r.ctx);
-    status[i] = driver_.create(r.device, r.mapped, &handles[i]);
-    if (status[i] != kDrvOk) handles[i] = 0;
-  });
-  std::size_t failed = n;
-  for (std::size_t i = 0; i < n && failed == n; ++i) {
-    if (status[i] == kDrvOutOfMemory) failed = i;
-  }
-  for (std::size_t i = 0; i < n && failed == n; ++i) {
-    if (status[i] != kDrvOk) failed = i;
-  }
-  if (failed < n) {
-    const Region& r = *claimed[failed];
+    DrvStatus rc = driver_.create(r.device, r.mapped, &handles[i]);
+    if (rc == kDrvOk) continue;
+    handles[i] = 0;
     release_handles(claimed, handles, mapped);
     table_.settle(claimed, RegionState::kAsleep);
-    if (status[failed] != kDrvOutOfMemory) {
-      fail(&result, "driver_error", "cannot create device memory: " + driver_.describe(status[failed]));
+    if (rc != kDrvOutOfMemory) {
+      fail(&result, "driver_error", "cannot create device memory: " + driver_.describe(rc));
       return result;
     }
     std::size_t needed = 0;
@@ -524,21 +482,19 @@ OpResult Engine::wake(const WakeRequest& request) {
     result.error.free_bytes = free_bytes;
     return result;
   }
-  for_each_region(n, [&](std::size_t i) {
-    Region& r = *claimed[i];
-    driver_.set_context(r.ctx);
-    status[i] = driver_.map(r.va, r.mapped, handles[i]);
-    if (status[i] == kDrvOk) {
-      mapped[i] = 1;
-      status[i] = driver_.set_access(r.va, r.mapped, r.device);
-    }
-  });
   for (std::size_t i = 0; i < n; ++i) {
-    if (status[i] == kDrvOk) continue;
-    release_handles(claimed, handles, mapped);
-    table_.settle(claimed, RegionState::kAsleep);
-    fail(&result, "driver_error", "cannot map device memory: " + driver_.describe(status[i]));
-    return result;
+    Region& r = *claimed[i];
+    DrvStatus rc = driver_.map(r.va, r.mapped, handles[i]);
+    if (rc == kDrvOk) {
+      mapped[i] = true;
+      rc = driver_.set_access(r.va, r.mapped, r.device);
+    }
+    if (rc != kDrvOk) {
+      release_handles(claimed, handles, mapped);
+      table_.settle(claimed, RegionState::kAsleep);
+      fail(&result, "driver_error", "cannot map device memory: " + driver_.describe(rc));
+      return result;
+    }
   }
   result.map_seconds = monotonic_seconds() - t;
 

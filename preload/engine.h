@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -166,9 +165,7 @@ class Engine {
                    const std::vector<std::shared_ptr<Region>>& claimed, OpResult* result);
   void fail(OpResult* result, std::string code, std::string message);
   void release_handles(const std::vector<std::shared_ptr<Region>>& regions,
-                       const std::vector<PhysHandle>& handles, const std::vector<char>& mapped);
-  // Runs fn(0) .. fn(n-1), on up to options_.map_threads threads when n is large.
-  void for_each_region(std::size_t n, const std::function<void(std::size_t)>& fn);
+                       const std::vector<PhysHandle>& handles, const std::vector<bool>& mapped);
 
   Driver& driver_;
   const Options options_;

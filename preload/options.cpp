@@ -123,14 +123,6 @@ const std::vector<OptionSpec> kOptions = {
        *e = "expected an integer from 0 to 64";
        return false;
      }},
-    {"GPUSLEEP_MAP_THREADS", "4",
-     "threads that unmap and release (sleep) or create and map (wake) the regions of one "
-     "request, when it moves more than 16 (1-32)",
-     [](Options& o, std::string_view v, std::string* e) {
-       if (parse_int(v, 1, 32, &o.map_threads)) return true;
-       *e = "expected an integer from 1 to 32";
-       return false;
-     }},
     {"GPUSLEEP_MAX_MESSAGE", "64K", "largest control request accepted (1K to 16M)",
      [](Options& o, std::string_view v, std::string* e) {
        std::size_t n = 0;

@@ -24,8 +24,7 @@ struct Options {
   int copy_streams = 4;                    // copy streams per device
   std::size_t copy_chunk = 64u << 20;      // bytes per copy call; a power of two, 2 MiB..256 MiB
   int prep_threads = 0;                    // mirror preparation threads; 0: chosen from the CPUs
-  int map_threads = 4;  // threads that unmap/release and create/map regions in one request
-  std::size_t max_message = 64u << 10;  // largest control request accepted, in bytes
+  std::size_t max_message = 64u << 10;     // largest control request accepted, in bytes
   std::string driver_library = "libcuda.so.1";
 };
 

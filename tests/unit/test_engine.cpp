@@ -2,8 +2,6 @@
 // rollback of failed operations, idempotence.
 #include <catch2/catch.hpp>
 
-#include <vector>
-
 #include "fake_gpu.h"
 
 using namespace gpusleep;
@@ -448,37 +446,4 @@ TEST_CASE("status reports every tag's bytes by state and the devices' memory", "
   REQUIRE(def != nullptr);
   CHECK(def->resident_bytes == 2 * kMiB);
   CHECK_FALSE(def->last_sleep_ms.has_value());
-}
-
-TEST_CASE("many regions are moved on several threads, all or nothing", "[engine]") {
-  FakeGpu gpu;
-  Options o = test_options();
-  o.map_threads = 4;
-  Engine engine(gpu.driver(), o);
-  std::vector<DevicePtr> regions;
-  for (int i = 0; i < 100; ++i) {
-    regions.push_back(must_allocate(engine, 2 * kMiB));
-    fill(regions.back(), 2 * kMiB, i);
-  }
-  const std::uint64_t used_awake = gpu.used();
-  REQUIRE(engine.sleep(SleepRequest{}).ok);
-  CHECK(used_awake - gpu.used() == 200 * kMiB);
-  const std::uint64_t used_asleep = gpu.used();
-
-  gpu.fail("cuMemMap", 57, 1);  // one map fails, somewhere in the middle, on some thread
-  OpResult r = engine.wake(WakeRequest{});
-  CHECK_FALSE(r.ok);
-  CHECK(gpu.used() == used_asleep);
-  gpu.set_capacity(used_asleep + 150 * kMiB);  // room for three quarters of them
-  r = engine.wake(WakeRequest{});
-  CHECK(r.error.code == "out_of_memory");
-  CHECK(r.error.needed_bytes == 200 * kMiB);
-  CHECK(gpu.used() == used_asleep);
-  for (const RegionInfo& info : engine.regions())
-    CHECK(info.state == RegionState::kAsleep);
-
-  gpu.set_capacity(kDefaultCapacity);
-  REQUIRE(engine.wake(WakeRequest{}).ok);
-  for (int i = 0; i < 100; ++i)
-    CHECK(holds(regions[i], 2 * kMiB, i));
 }
