@@ -35,7 +35,11 @@ namespace gpusleep {
   X(cuStreamDestroy_v2)                \
   X(cuStreamSynchronize)               \
   X(cuMemcpyDtoHAsync_v2)              \
-  X(cuMemcpyHtoDAsync_v2)              \
+  X(cuMemcpyHtoDAsync_v2)               \
+  X(cuEventCreate)                      \
+  X(cuEventRecord)                      \
+  X(cuEventSynchronize)                 \
+  X(cuEventDestroy_v2)                  \
   X(cuGetErrorName)                    \
   X(cuGetErrorString)
 
@@ -269,6 +273,26 @@ DrvStatus CudaDriver::copy_to_host(void* host, DevicePtr src, std::size_t size, 
 DrvStatus CudaDriver::copy_to_device(DevicePtr dst, const void* host, std::size_t size,
                                      Stream stream) {
   return api_->cuMemcpyHtoDAsync_v2(dst, host, size, static_cast<CUstream>(stream));
+}
+
+DrvStatus CudaDriver::event_record(Stream stream, Event* event) {
+  CUevent e = nullptr;
+  if (CUresult rc = api_->cuEventCreate(&e, CU_EVENT_DISABLE_TIMING)) return rc;
+  CUresult rc = api_->cuEventRecord(e, static_cast<CUstream>(stream));
+  if (rc != CUDA_SUCCESS) {
+    api_->cuEventDestroy_v2(e);
+    return rc;
+  }
+  *event = e;
+  return CUDA_SUCCESS;
+}
+
+DrvStatus CudaDriver::event_synchronize(Event event) {
+  return api_->cuEventSynchronize(static_cast<CUevent>(event));
+}
+
+DrvStatus CudaDriver::event_destroy(Event event) {
+  return api_->cuEventDestroy_v2(static_cast<CUevent>(event));
 }
 
 std::string CudaDriver::describe(DrvStatus status) {

@@ -44,6 +44,9 @@ class CudaDriver final : public Driver {
   DrvStatus copy_to_host(void* host, DevicePtr src, std::size_t size, Stream stream) override;
   DrvStatus copy_to_device(DevicePtr dst, const void* host, std::size_t size,
                            Stream stream) override;
+  DrvStatus event_record(Stream stream, Event* event) override;
+  DrvStatus event_synchronize(Event event) override;
+  DrvStatus event_destroy(Event event) override;
   std::string describe(DrvStatus status) override;
 
  private:

@@ -12,6 +12,7 @@ using DevicePtr = std::uint64_t;   // a device virtual address
 using PhysHandle = std::uint64_t;  // physical device memory, as returned by create()
 using Context = void*;             // an execution context (opaque)
 using Stream = void*;              // a copy stream (opaque)
+using Event = void*;    // a point in a stream (opaque)
 
 // Every call returns a driver status: 0 is success; other values are CUDA driver error codes.
 using DrvStatus = int;
@@ -80,6 +81,12 @@ class Driver {
   virtual DrvStatus copy_to_host(void* host, DevicePtr src, std::size_t size, Stream stream) = 0;
   virtual DrvStatus copy_to_device(DevicePtr dst, const void* host, std::size_t size,
                                    Stream stream) = 0;
+
+  // Records on `stream` a new event, reached when the work queued on the stream so far is done.
+  virtual DrvStatus event_record(Stream stream, Event* event) = 0;
+  // Blocks until `event` is reached; the error of failed work before it, if any.
+  virtual DrvStatus event_synchronize(Event event) = 0;
+  virtual DrvStatus event_destroy(Event event) = 0;
 
   // "CUDA_ERROR_OUT_OF_MEMORY: out of memory"-style text for a status.
   virtual std::string describe(DrvStatus status) = 0;

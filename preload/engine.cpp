@@ -353,55 +353,80 @@ OpResult Engine::sleep(const SleepRequest& request) {
   }
   result.sync_seconds = monotonic_seconds() - t;
 
-  // Copy out, piece by piece as mirrors become ready.
+  // Copy out, piece by piece as mirrors become ready, with a fence after each region. Then
+  // release each region as soon as its copies have landed, while later copies still run: a
+  // thousand unmaps and releases cost tens of milliseconds that would otherwise follow the copies.
   t = monotonic_seconds();
+  std::vector<Copier::Fence> fences(claimed.size());
+  std::vector<char> queued(claimed.size(), 0);
   std::string host_error;
   DrvStatus rc = kDrvOk;
   for (std::size_t i = 0; i < claimed.size() && rc == kDrvOk && host_error.empty(); ++i) {
     if (policy[i] != Policy::kOffload) continue;
     Region& r = *claimed[i];
     Mirror& m = *r.mirror;
+    bool complete = true;
     for (std::size_t p = 0; p < m.piece_count() && rc == kDrvOk; ++p) {
-      if (!m.ensure_piece(p, &host_error)) break;
+      if (!m.ensure_piece(p, &host_error)) {
+        complete = false;
+        break;
+      }
       std::size_t off = m.piece_offset(p);
       rc = copier_.issue(r.ctx, Direction::kToHost, m.at(off), r.va + off, m.piece_size(p));
     }
+    if (complete && rc == kDrvOk) rc = copier_.fence(&fences[i]);
+    queued[i] = complete && rc == kDrvOk;
   }
-  DrvStatus wait_rc = copier_.wait();
-  if (rc == kDrvOk) rc = wait_rc;
-  if (!host_error.empty() || rc != kDrvOk) {
-    table_.settle(claimed, RegionState::kAwake);
-    if (!host_error.empty()) {
-      fail(&result, "host_out_of_memory", "host mirror: " + host_error);
-    } else {
-      fail(&result, "driver_error", "copy to host failed: " + driver_.describe(rc));
-    }
-    return result;
-  }
-  result.copy_seconds = monotonic_seconds() - t;
+  DrvStatus copy_rc = rc;
 
-  // Release the physical memory. A region that cannot be unmapped stays awake and intact.
-  t = monotonic_seconds();
   std::vector<std::shared_ptr<Region>> slept;
   std::vector<std::shared_ptr<Region>> kept;
   std::vector<Policy> slept_policy;
-  for (std::size_t i = 0; i < claimed.size(); ++i) {
+  double unmap_seconds = 0;
+  auto release = [&](std::size_t i) {
     Region& r = *claimed[i];
+    const double u = monotonic_seconds();
     driver_.set_context(r.ctx);
-    if (DrvStatus urc = driver_.unmap(r.va, r.mapped)) {
+    DrvStatus urc = driver_.unmap(r.va, r.mapped);
+    if (urc != kDrvOk) {
       GS_ERROR("sleep: unmap of region %llu failed: %s; it stays awake",
                static_cast<unsigned long long>(r.id), driver_.describe(urc).c_str());
       kept.push_back(claimed[i]);
+    } else {
+      if (DrvStatus rrc = driver_.release(r.handle)) {
+        GS_ERROR("sleep: release of region %llu failed: %s", static_cast<unsigned long long>(r.id),
+                 driver_.describe(rrc).c_str());
+      }
+      r.handle = 0;
+      slept.push_back(claimed[i]);
+      slept_policy.push_back(policy[i]);
+    }
+    unmap_seconds += monotonic_seconds() - u;
+  };
+  for (std::size_t i = 0; i < claimed.size(); ++i) {
+    if (policy[i] != Policy::kOffload) release(i);  // nothing to copy: overlaps the copies
+  }
+  // A region whose copy did not complete stays awake and intact, and so do all after it.
+  bool stopped = copy_rc != kDrvOk || !host_error.empty();
+  for (std::size_t i = 0; i < claimed.size(); ++i) {
+    if (policy[i] != Policy::kOffload) continue;
+    if (!queued[i] || stopped) {
+      copier_.drop(&fences[i]);
+      kept.push_back(claimed[i]);
       continue;
     }
-    if (DrvStatus rrc = driver_.release(r.handle)) {
-      GS_ERROR("sleep: release of region %llu failed: %s", static_cast<unsigned long long>(r.id),
-               driver_.describe(rrc).c_str());
+    if (DrvStatus wrc = copier_.wait(&fences[i])) {
+      copy_rc = wrc;
+      stopped = true;
+      kept.push_back(claimed[i]);
+      continue;
     }
-    r.handle = 0;
-    slept.push_back(claimed[i]);
-    slept_policy.push_back(policy[i]);
+    release(i);
   }
+  DrvStatus tail_rc = copier_.wait();
+  if (copy_rc == kDrvOk) copy_rc = tail_rc;
+  result.copy_seconds = monotonic_seconds() - t - unmap_seconds;
+  result.map_seconds = unmap_seconds;
   table_.update([&] {
     for (std::size_t i = 0; i < slept.size(); ++i)
       slept[i]->slept_policy = slept_policy[i];
@@ -419,14 +444,20 @@ OpResult Engine::sleep(const SleepRequest& request) {
   }
   table_.settle(slept, RegionState::kAsleep);
   table_.settle(kept, RegionState::kAwake);
-  result.map_seconds = monotonic_seconds() - t;
   result.seconds = monotonic_seconds() - t0;
   {
     std::lock_guard<std::mutex> lock(meta_mu_);
     for (const TagReport& t : result.tags)
       tag_times_[t.tag].last_sleep_ms = result.seconds * 1e3;
   }
-  if (!kept.empty()) {
+  if (!host_error.empty()) {
+    fail(&result, "host_out_of_memory",
+         "host mirror: " + host_error + "; " + std::to_string(kept.size()) + " regions stay awake");
+  } else if (copy_rc != kDrvOk) {
+    fail(&result, "driver_error",
+         "copy to host failed: " + driver_.describe(copy_rc) + "; " + std::to_string(kept.size()) +
+             " regions stay awake");
+  } else if (!kept.empty()) {
     fail(&result, "driver_error",
          std::to_string(kept.size()) + " regions could not be unmapped and stay awake");
   }
@@ -482,43 +513,44 @@ OpResult Engine::wake(const WakeRequest& request) {
     result.error.free_bytes = free_bytes;
     return result;
   }
-  for (std::size_t i = 0; i < n; ++i) {
-    Region& r = *claimed[i];
-    DrvStatus rc = driver_.map(r.va, r.mapped, handles[i]);
-    if (rc == kDrvOk) {
-      mapped[i] = true;
-      rc = driver_.set_access(r.va, r.mapped, r.device);
-    }
-    if (rc != kDrvOk) {
-      release_handles(claimed, handles, mapped);
-      table_.settle(claimed, RegionState::kAsleep);
-      fail(&result, "driver_error", "cannot map device memory: " + driver_.describe(rc));
-      return result;
-    }
-  }
   result.map_seconds = monotonic_seconds() - t;
 
-  // Restore the offloaded contents.
+  // Map each region and queue its restore right away: the next region is mapped while the copy
+  // engines move this one. A failure waits for the queued copies, then undoes everything.
   t = monotonic_seconds();
-  DrvStatus rc = kDrvOk;
-  for (std::size_t i = 0; i < n && rc == kDrvOk; ++i) {
+  double map_seconds = 0;
+  DrvStatus map_rc = kDrvOk;
+  DrvStatus copy_rc = kDrvOk;
+  for (std::size_t i = 0; i < n && map_rc == kDrvOk && copy_rc == kDrvOk; ++i) {
     Region& r = *claimed[i];
-    if (r.slept_policy != Policy::kOffload || r.mirror == nullptr) continue;
+    const double u = monotonic_seconds();
+    driver_.set_context(r.ctx);
+    map_rc = driver_.map(r.va, r.mapped, handles[i]);
+    if (map_rc == kDrvOk) {
+      mapped[i] = true;
+      map_rc = driver_.set_access(r.va, r.mapped, r.device);
+    }
+    map_seconds += monotonic_seconds() - u;
+    if (map_rc != kDrvOk || r.slept_policy != Policy::kOffload || r.mirror == nullptr) continue;
     Mirror& m = *r.mirror;
-    for (std::size_t p = 0; p < m.piece_count() && rc == kDrvOk; ++p) {
+    for (std::size_t p = 0; p < m.piece_count() && copy_rc == kDrvOk; ++p) {
       std::size_t off = m.piece_offset(p);
-      rc = copier_.issue(r.ctx, Direction::kToDevice, m.at(off), r.va + off, m.piece_size(p));
+      copy_rc = copier_.issue(r.ctx, Direction::kToDevice, m.at(off), r.va + off, m.piece_size(p));
     }
   }
   DrvStatus wait_rc = copier_.wait();
-  if (rc == kDrvOk) rc = wait_rc;
-  if (rc != kDrvOk) {
+  if (copy_rc == kDrvOk) copy_rc = wait_rc;
+  if (map_rc != kDrvOk || copy_rc != kDrvOk) {
     release_handles(claimed, handles, mapped);
     table_.settle(claimed, RegionState::kAsleep);
-    fail(&result, "driver_error", "copy to device failed: " + driver_.describe(rc));
+    fail(&result, "driver_error",
+         (map_rc != kDrvOk ? "cannot map device memory: " + driver_.describe(map_rc)
+                           : "copy to device failed: " + driver_.describe(copy_rc)) +
+             ". Nothing was woken");
     return result;
   }
-  result.copy_seconds = monotonic_seconds() - t;
+  result.map_seconds += map_seconds;
+  result.copy_seconds = monotonic_seconds() - t - map_seconds;
 
   std::vector<Policy> policies(n);
   std::vector<std::shared_ptr<Mirror>> dropped;

@@ -21,14 +21,6 @@ from harness import Host, nvidia_free_bytes, run_cli  # noqa: E402
 GiB = 1 << 30
 
 
-def vm_kib(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def run(build, gib=16, regions=8, mix=0, cycles=3, discard_cycles=2, wait_mirrors=False,
         env_extra=None, label=""):
     """Runs one scenario; returns its result dictionary."""
@@ -61,7 +53,6 @@ def run(build, gib=16, regions=8, mix=0, cycles=3, discard_cycles=2, wait_mirror
         waited = time.time() - t_ready
         mirrors_ready = totals["mirror_bytes"] / max(1, totals["mirror_bytes"] +
                                                     totals["mirror_pending_bytes"])
-        pinned_before = vm_kib(host.pid, "VmPinned") * 1024
         rows = []
 
         def cycle(kind, index, *sleep_args):
@@ -77,7 +68,6 @@ def run(build, gib=16, regions=8, mix=0, cycles=3, discard_cycles=2, wait_mirror
                 "sleep_copy_ms": s["copy_ms"], "sleep_unmap_ms": s["map_ms"],
                 "wake_ms": w["duration_ms"], "wake_map_ms": w["map_ms"],
                 "wake_copy_ms": w["copy_ms"], "verify": verdict,
-                "host_pinned_bytes": vm_kib(host.pid, "VmPinned") * 1024,
                 "mirror_bytes": call("status")["totals"]["mirror_bytes"],
             }
             if kind == "offload":
@@ -103,16 +93,13 @@ def run(build, gib=16, regions=8, mix=0, cycles=3, discard_cycles=2, wait_mirror
         host.send("freeall", timeout=300)
         time.sleep(0.5)  # mirrors are unpinned on a helper thread
         after_free = call("status")["totals"]
-        pinned_after_free = vm_kib(host.pid, "VmPinned") * 1024
     finally:
         host.close()
     return {
         "label": label, "gib": gib, "regions": nregions, "env": env_extra or {},
         "line_d2h_gbps": d2h, "line_h2d_gbps": h2d,
         "seconds_from_ready_to_first_sleep": waited, "mirrors_ready_at_first_sleep": mirrors_ready,
-        "host_pinned_before_first_sleep": pinned_before,
         "mirror_bytes_after_freeall": after_free["mirror_bytes"],
-        "host_pinned_after_freeall": pinned_after_free,
         "cycles": rows,
     }
 
@@ -130,8 +117,7 @@ def print_result(r):
         wl = f"{c['wake_vs_line']:.2f}" if "wake_vs_line" in c else ""
         print(f"{c['kind']:8} {c['cycle']:>3} {c['bytes'] / GiB:>6.2f} {c['sleep_ms']:>9.1f} "
               f"{sl:>6} {c['wake_ms']:>8.1f} {wl:>6} {ratio:>13.3f}  {c['verify']}")
-    print(f"after freeing every region: mirror bytes {r['mirror_bytes_after_freeall']}, "
-          f"host pinned {r['host_pinned_after_freeall'] / GiB:.2f} GiB")
+    print(f"host mirror bytes left after freeing the regions: {r['mirror_bytes_after_freeall']}")
 
 
 def main():

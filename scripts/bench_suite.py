@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The performance suite: allocation latency and kernel bandwidth with and without gpusleep, and
 sleep/wake scenarios (16 and 64 GiB, over 1,000 regions from 2 MiB to 4 GiB; mirrors dropped after
-wake; one copy stream; one map thread; first sleep right after allocation). Writes JSON after each
+wake; one copy stream; first sleep right after allocation). Writes JSON after each
 scenario and a PNG at the end. Every rate is a ratio to the line rate measured in the same run."""
 import argparse
 import json
@@ -53,8 +53,6 @@ SCENARIOS = [
     dict(label="16 GiB, one copy stream, 256 MiB chunks", gib=16, regions=8, cycles=2,
          discard_cycles=0, wait_mirrors=True,
          env_extra={"GPUSLEEP_COPY_STREAMS": "1", "GPUSLEEP_COPY_CHUNK": "256M"}),
-    dict(label="16 GiB, 1000+ regions, one map thread", gib=16, mix=1000, cycles=0,
-         discard_cycles=2, env_extra={"GPUSLEEP_MAP_THREADS": "1", "GPUSLEEP_EAGER_MIRRORS": "0"}),
 ]
 
 

@@ -153,6 +153,8 @@ int main(int argc, char** argv) {
     }
     if (line == "freeall") {
       for (auto* p : bufs) CHECK(cudaFree(p));
+      CHECK(cudaFree(bad_dev));
+      bad_dev = nullptr;
       bufs.clear();
       sizes.clear();
       std::printf("OK freeall\n");

@@ -615,6 +615,36 @@ CUresult CUDAAPI cuStreamSynchronize(CUstream) {
   return CUDA_SUCCESS;
 }
 
+// Copies complete before they return, so an event is reached as soon as it is recorded.
+CUresult CUDAAPI cuEventCreate(CUevent* event, unsigned int) {
+  FAKE_ENTER("cuEventCreate");
+  if (event == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  *event = reinterpret_cast<CUevent>(new int(0));
+  ++st().stats.events_created;
+  return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuEventRecord(CUevent event, CUstream) {
+  FAKE_ENTER("cuEventRecord");
+  if (event == nullptr) return CUDA_ERROR_INVALID_HANDLE;
+  if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuEventSynchronize(CUevent event) {
+  FAKE_ENTER("cuEventSynchronize");
+  return event == nullptr ? CUDA_ERROR_INVALID_HANDLE : CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuEventDestroy(CUevent event) {
+  FAKE_ENTER("cuEventDestroy_v2");
+  if (event == nullptr) return CUDA_ERROR_INVALID_HANDLE;
+  delete reinterpret_cast<int*>(event);
+  ++st().stats.events_destroyed;
+  return CUDA_SUCCESS;
+}
+
 CUresult CUDAAPI cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t n, CUstream) {
   copy_delay();
   FAKE_ENTER("cuMemcpyDtoHAsync_v2");

@@ -11,6 +11,7 @@ struct FakeCudaStats {
   uint64_t creates, releases, maps, unmaps, syncs;
   uint64_t host_registrations, host_unregistrations, registered_bytes;
   uint64_t pinned_copy_bytes, pageable_copy_bytes;
+  uint64_t events_created, events_destroyed;
 };
 
 /* Clears injected faults and counters (allocations stay). */

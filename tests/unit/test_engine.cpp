@@ -2,6 +2,9 @@
 // rollback of failed operations, idempotence.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <vector>
+
 #include "fake_gpu.h"
 
 using namespace gpusleep;
@@ -190,7 +193,8 @@ TEST_CASE("a wake that cannot get all its memory wakes nothing and says what was
   CHECK(holds(b, 8 * kMiB, 2));
 }
 
-TEST_CASE("a map failure during wake rolls every region back to asleep", "[engine]") {
+TEST_CASE("a map failure during wake, after restores were queued, rolls every region back",
+          "[engine]") {
   FakeGpu gpu;
   Engine engine(gpu.driver(), test_options());
   DevicePtr a = must_allocate(engine, 2 * kMiB);
@@ -254,6 +258,30 @@ TEST_CASE("a copy failure during sleep leaves every region awake and intact", "[
   CHECK(holds(a, 4 * kMiB, 1));
 }
 
+TEST_CASE("a copy that fails on the device releases only the regions copied before it",
+          "[engine]") {
+  FakeGpu gpu;
+  Engine engine(gpu.driver(), test_options());
+  std::vector<DevicePtr> va;
+  for (int i = 0; i < 3; ++i) va.push_back(must_allocate(engine, 2 * kMiB));
+  std::sort(va.begin(), va.end());  // a sleep moves regions in address order
+  for (int i = 0; i < 3; ++i) fill(va[i], 2 * kMiB, i);
+  gpu.fail("cuEventSynchronize", 1, 1);  // the copy of the second region fails as it runs
+  OpResult r = engine.sleep(SleepRequest{});
+  CHECK_FALSE(r.ok);
+  CHECK(r.error.code == "driver_error");
+  CHECK(r.regions == 1);
+  for (const RegionInfo& info : engine.regions()) {
+    CHECK(info.state == (info.va == va[0] ? RegionState::kAsleep : RegionState::kAwake));
+  }
+  CHECK(holds(va[1], 2 * kMiB, 1));
+  CHECK(holds(va[2], 2 * kMiB, 2));
+  REQUIRE(engine.wake(WakeRequest{}).ok);
+  CHECK(holds(va[0], 2 * kMiB, 0));
+  const FakeCudaStats s = gpu.stats();
+  CHECK(s.events_created == s.events_destroyed);
+}
+
 TEST_CASE("a device that does not go idle fails the sleep before anything is touched", "[engine]") {
   FakeGpu gpu;
   Engine engine(gpu.driver(), test_options());
@@ -280,6 +308,7 @@ TEST_CASE("mirrors are kept across cycles: a second sleep pins nothing new", "[e
   REQUIRE(engine.wake(WakeRequest{}).ok);
   CHECK(gpu.stats().host_registrations == first.host_registrations);
   CHECK(holds(a, 300 * kMiB, 5));
+  CHECK(gpu.stats().events_created == gpu.stats().events_destroyed);
 }
 
 TEST_CASE("mirrors are prepared in the background as offload regions are allocated", "[engine]") {
