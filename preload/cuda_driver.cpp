@@ -35,11 +35,11 @@ namespace gpusleep {
   X(cuStreamDestroy_v2)                \
   X(cuStreamSynchronize)               \
   X(cuMemcpyDtoHAsync_v2)              \
-  X(cuMemcpyHtoDAsync_v2)               \
-  X(cuEventCreate)                      \
-  X(cuEventRecord)                      \
-  X(cuEventSynchronize)                 \
-  X(cuEventDestroy_v2)                  \
+  X(cuMemcpyHtoDAsync_v2)              \
+  X(cuEventCreate)                     \
+  X(cuEventRecord)                     \
+  X(cuEventSynchronize)                \
+  X(cuEventDestroy_v2)                 \
   X(cuGetErrorName)                    \
   X(cuGetErrorString)
 

@@ -12,7 +12,7 @@ using DevicePtr = std::uint64_t;   // a device virtual address
 using PhysHandle = std::uint64_t;  // physical device memory, as returned by create()
 using Context = void*;             // an execution context (opaque)
 using Stream = void*;              // a copy stream (opaque)
-using Event = void*;    // a point in a stream (opaque)
+using Event = void*;               // a point in a stream (opaque)
 
 // Every call returns a driver status: 0 is success; other values are CUDA driver error codes.
 using DrvStatus = int;

@@ -4,11 +4,5 @@
 # they report "skipped").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-build=${BUILD_DIR:-build}
-args=()
-[ -d .deps ] && args+=("-DCMAKE_PREFIX_PATH=$PWD/.deps")
-[ -x /usr/local/cuda/bin/nvcc ] && ! command -v nvcc >/dev/null && export PATH=/usr/local/cuda/bin:$PATH
-cmake -S . -B "$build" "${args[@]}"
-cmake --build "$build" -j "$(nproc)"
-ctest --test-dir "$build" --output-on-failure -j "$(nproc)" --timeout 300
+scripts/build.sh
+ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j "$(nproc)" --timeout 300

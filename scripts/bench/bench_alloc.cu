@@ -3,21 +3,14 @@
 // and the bandwidth of a streaming kernel over cudaMalloc'd memory (GB/s, bytes read + written).
 #include <cuda_runtime.h>
 
+#include "patterns.cuh"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
-
-#define CHECK(x)                                                                   \
-  do {                                                                             \
-    cudaError_t e_ = (x);                                                          \
-    if (e_ != cudaSuccess) {                                                       \
-      std::printf("ERR %s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                \
-    }                                                                              \
-  } while (0)
 
 __global__ void stream(const uint4* __restrict__ a, uint4* __restrict__ b, std::size_t n) {
   for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {

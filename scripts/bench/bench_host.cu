@@ -7,6 +7,8 @@
 //   exit
 #include <cuda_runtime.h>
 
+#include "patterns.cuh"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -16,38 +18,6 @@
 #include <iostream>
 #include <string>
 #include <vector>
-
-#define CHECK(x)                                                                 \
-  do {                                                                           \
-    cudaError_t e_ = (x);                                                        \
-    if (e_ != cudaSuccess) {                                                     \
-      std::printf("ERR %s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::fflush(stdout);                                                       \
-      std::exit(1);                                                              \
-    }                                                                            \
-  } while (0)
-
-__host__ __device__ inline std::uint64_t value_at(std::uint64_t seed, std::uint64_t i) {
-  std::uint64_t z = seed + i * 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-__global__ void fill(std::uint64_t* p, std::size_t n, std::uint64_t seed) {
-  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    p[i] = value_at(seed, i);
-  }
-}
-
-__global__ void count_mismatches(const std::uint64_t* p, std::size_t n, std::uint64_t seed,
-                                 unsigned long long* bad) {
-  unsigned long long local = 0;
-  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    local += p[i] != value_at(seed, i);
-  }
-  if (local) atomicAdd(bad, local);
-}
 
 static double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -128,14 +98,15 @@ int main(int argc, char** argv) {
       sum += s;
     }
   } else {
-    for (int r = 0; r < regions; ++r) sizes.push_back(total / regions / 8 * 8);
+    for (int r = 0; r < regions; ++r)
+      sizes.push_back(total / regions / 8 * 8);
   }
   const int nregions = static_cast<int>(sizes.size());
   std::vector<std::uint64_t*> bufs(nregions);
   std::size_t allocated = 0;
   for (int r = 0; r < nregions; ++r) {
     CHECK(cudaMalloc(&bufs[r], sizes[r]));
-    fill<<<grid, block>>>(bufs[r], sizes[r] / 8, 1000 + r);
+    fill<<<grid, block>>>(bufs[r], sizes[r] / 8, 1000 + r, 0);
     allocated += sizes[r];
   }
   unsigned long long* bad_dev = nullptr;
@@ -152,7 +123,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (line == "freeall") {
-      for (auto* p : bufs) CHECK(cudaFree(p));
+      for (auto* p : bufs)
+        CHECK(cudaFree(p));
       CHECK(cudaFree(bad_dev));
       bad_dev = nullptr;
       bufs.clear();
@@ -169,7 +141,7 @@ int main(int argc, char** argv) {
     unsigned long long bad = 0;
     for (std::size_t r = 0; r < bufs.size(); ++r) {
       CHECK(cudaMemset(bad_dev, 0, sizeof bad));
-      count_mismatches<<<grid, block>>>(bufs[r], sizes[r] / 8, 1000 + r, bad_dev);
+      count_mismatches<<<grid, block>>>(bufs[r], sizes[r] / 8, 1000 + r, 0, bad_dev);
       unsigned long long b = 0;
       CHECK(cudaMemcpy(&b, bad_dev, sizeof b, cudaMemcpyDeviceToHost));
       bad += b;

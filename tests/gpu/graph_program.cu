@@ -8,6 +8,8 @@
 // separate allocations, default 1; the output is the size of one chunk).
 #include <cuda_runtime.h>
 
+#include "patterns.cuh"
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -15,38 +17,6 @@
 #include <iostream>
 #include <string>
 #include <vector>
-
-#define CHECK(x)                                                                 \
-  do {                                                                           \
-    cudaError_t e_ = (x);                                                        \
-    if (e_ != cudaSuccess) {                                                     \
-      std::printf("ERR %s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::fflush(stdout);                                                       \
-      std::exit(1);                                                              \
-    }                                                                            \
-  } while (0)
-
-__host__ __device__ inline std::uint64_t value_at(std::uint64_t seed, std::uint64_t i) {
-  std::uint64_t z = seed + i * 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-__global__ void fill(std::uint64_t* p, std::size_t n, std::uint64_t seed, std::uint64_t base) {
-  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    p[i] = value_at(seed, base + i);
-  }
-}
-
-__global__ void count_mismatches(const std::uint64_t* p, std::size_t n, std::uint64_t seed,
-                                 std::uint64_t base, unsigned long long* bad) {
-  unsigned long long local = 0;
-  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    local += p[i] != value_at(seed, base + i);
-  }
-  if (local) atomicAdd(bad, local);
-}
 
 __global__ void combine(std::uint64_t* out, const std::uint64_t* a, const std::uint64_t* b,
                         std::size_t n) {

@@ -263,9 +263,11 @@ TEST_CASE("a copy that fails on the device releases only the regions copied befo
   FakeGpu gpu;
   Engine engine(gpu.driver(), test_options());
   std::vector<DevicePtr> va;
-  for (int i = 0; i < 3; ++i) va.push_back(must_allocate(engine, 2 * kMiB));
+  for (int i = 0; i < 3; ++i)
+    va.push_back(must_allocate(engine, 2 * kMiB));
   std::sort(va.begin(), va.end());  // a sleep moves regions in address order
-  for (int i = 0; i < 3; ++i) fill(va[i], 2 * kMiB, i);
+  for (int i = 0; i < 3; ++i)
+    fill(va[i], 2 * kMiB, i);
   gpu.fail("cuEventSynchronize", 1, 1);  // the copy of the second region fails as it runs
   OpResult r = engine.sleep(SleepRequest{});
   CHECK_FALSE(r.ok);
