@@ -31,8 +31,8 @@ std::size_t round_up(std::size_t n, std::size_t to) {
 
 // A mirror holds the bytes the caller asked for (in whole host pages), not the granularity's
 // rounding: nothing may be read past the requested size.
-std::size_t mirror_size(const Region& r) {
-  return round_up(r.size, 4096);
+std::size_t mirror_size(std::size_t region_size) {
+  return round_up(region_size, 4096);
 }
 
 // Restores the calling thread's context on scope exit (frees run on the host's threads).
@@ -169,7 +169,7 @@ AllocOutcome Engine::allocate(std::size_t size, int device, std::uintptr_t call_
   region->tag = decision.tag;
   region->handle = handle;
   const bool offload = policies_.for_tag(decision.tag) == Policy::kOffload;
-  if (offload) region->mirror = std::make_shared<Mirror>(driver_, mirror_size(*region), ctx);
+  if (offload) region->mirror = std::make_shared<Mirror>(driver_, mirror_size(region->size), ctx);
   {
     std::lock_guard<std::mutex> lock(meta_mu_);
     known_tags_.insert(decision.tag);
@@ -316,7 +316,7 @@ OpResult Engine::sleep(const SleepRequest& request) {
     policy[i] = request.policy.value_or(policies_.for_tag(r.tag));
     if (policy[i] != Policy::kOffload) continue;
     if (r.mirror == nullptr) {
-      auto mirror = std::make_shared<Mirror>(driver_, mirror_size(r), r.ctx);
+      auto mirror = std::make_shared<Mirror>(driver_, mirror_size(r.size), r.ctx);
       table_.update([&] { r.mirror = std::move(mirror); });
     }
     host_needed += r.mirror->bytes() - r.mirror->prepared_bytes();
@@ -403,11 +403,18 @@ OpResult Engine::sleep(const SleepRequest& request) {
     }
     unmap_seconds += monotonic_seconds() - u;
   };
-  for (std::size_t i = 0; i < claimed.size(); ++i) {
-    if (policy[i] != Policy::kOffload) release(i);  // nothing to copy: overlaps the copies
-  }
-  // A region whose copy did not complete stays awake and intact, and so do all after it.
+  // If a mirror or a copy could not even be queued, nothing is released. Otherwise discard
+  // regions go first, overlapping the copies; a region whose copy fails on the device stays awake
+  // and intact, and so do all after it.
   bool stopped = copy_rc != kDrvOk || !host_error.empty();
+  for (std::size_t i = 0; i < claimed.size(); ++i) {
+    if (policy[i] == Policy::kOffload) continue;
+    if (stopped) {
+      kept.push_back(claimed[i]);
+    } else {
+      release(i);
+    }
+  }
   for (std::size_t i = 0; i < claimed.size(); ++i) {
     if (policy[i] != Policy::kOffload) continue;
     if (!queued[i] || stopped) {
@@ -617,7 +624,7 @@ EngineStatus Engine::status() {
     (resident ? t.resident_bytes : t.asleep_bytes) += info.mapped;
     (resident ? t.awake_regions : t.asleep_regions) += 1;
     if (info.state == RegionState::kAwake && policies_.for_tag(info.tag) == Policy::kOffload) {
-      std::size_t target = info.mirror_size ? info.mirror_size : round_up(info.size, 4096);
+      std::size_t target = info.mirror_size ? info.mirror_size : mirror_size(info.size);
       t.mirror_pending_bytes += target - std::min(target, info.mirror_bytes);
     }
   }

@@ -258,6 +258,28 @@ TEST_CASE("a copy failure during sleep leaves every region awake and intact", "[
   CHECK(holds(a, 4 * kMiB, 1));
 }
 
+TEST_CASE("a copy that cannot be queued releases nothing, discard regions included", "[engine]") {
+  FakeGpu gpu;
+  Options o = test_options();
+  o.default_tag = "weights";
+  Engine engine(gpu.driver(), o);
+  DevicePtr w = must_allocate(engine, 4 * kMiB);
+  engine.set_phase_tag("kv_cache");
+  DevicePtr kv = must_allocate(engine, 4 * kMiB);
+  fill(w, 4 * kMiB, 1);
+  fill(kv, 4 * kMiB, 2);
+  const std::uint64_t used = gpu.used();
+  gpu.fail("cuMemcpyDtoHAsync_v2", 0, 1);
+  OpResult r = engine.sleep(SleepRequest{});
+  CHECK_FALSE(r.ok);
+  CHECK(r.regions == 0);
+  CHECK(gpu.used() == used);
+  for (const RegionInfo& info : engine.regions())
+    CHECK(info.state == RegionState::kAwake);
+  CHECK(holds(w, 4 * kMiB, 1));
+  CHECK(holds(kv, 4 * kMiB, 2));
+}
+
 TEST_CASE("a copy that fails on the device releases only the regions copied before it",
           "[engine]") {
   FakeGpu gpu;
