@@ -194,6 +194,18 @@ Json Handler::status(const protocol::Request& req) {
   out["totals"] = totals;
   out["devices"] = devices;
   out["passthrough"] = {{"allocations", s.passthrough_allocations}, {"bytes", s.passthrough_bytes}};
+  Json unsleepable = Json::array();
+  for (const UnsleepableStatus& u : s.unsleepable) {
+    unsleepable.push_back({{"kind", u.kind},
+                           {"allocations", u.allocations},
+                           {"bytes", u.bytes},
+                           {"reason", u.reason}});
+  }
+  out["unsleepable"] = unsleepable;
+  Json peers = Json::array();
+  for (const PeerGrant& p : s.peers)
+    peers.push_back({{"accessor", p.accessor}, {"owner", p.owner}});
+  out["peers"] = peers;
   return protocol::ok_reply(req.id, out);
 }
 

@@ -18,6 +18,8 @@ namespace gpusleep {
   X(cuCtxGetCurrent)                   \
   X(cuCtxSetCurrent)                   \
   X(cuCtxGetDevice)                    \
+  X(cuCtxPushCurrent_v2)               \
+  X(cuCtxPopCurrent_v2)                \
   X(cuCtxSynchronize)                  \
   X(cuThreadExchangeStreamCaptureMode) \
   X(cuMemGetInfo_v2)                   \
@@ -144,6 +146,35 @@ DrvStatus CudaDriver::current_context(Context* ctx) {
   CUresult rc = api_->cuCtxGetCurrent(&c);
   *ctx = c;
   return rc;
+}
+
+DrvStatus CudaDriver::ordinal_of(int handle, int* device) {
+  int count = 0;
+  if (CUresult rc = api_->cuDeviceGetCount(&count)) return rc;
+  for (int i = 0; i < count && i < kMaxDevices; ++i) {
+    int h = -1;
+    if (device_handle(i, &h) == CUDA_SUCCESS && h == handle) {
+      *device = i;
+      return CUDA_SUCCESS;
+    }
+  }
+  return CUDA_ERROR_INVALID_DEVICE;
+}
+
+DrvStatus CudaDriver::current_device(int* device) {
+  CUdevice dev = -1;
+  if (CUresult rc = api_->cuCtxGetDevice(&dev)) return rc;
+  return ordinal_of(dev, device);
+}
+
+DrvStatus CudaDriver::context_device(Context ctx, int* device) {
+  if (CUresult rc = api_->cuCtxPushCurrent_v2(static_cast<CUcontext>(ctx))) return rc;
+  CUdevice dev = -1;
+  CUresult rc = api_->cuCtxGetDevice(&dev);
+  CUcontext popped = nullptr;
+  api_->cuCtxPopCurrent_v2(&popped);
+  if (rc != CUDA_SUCCESS) return rc;
+  return ordinal_of(dev, device);
 }
 
 DrvStatus CudaDriver::set_context(Context ctx) {

@@ -22,6 +22,8 @@ class CudaDriver final : public Driver {
 
   DrvStatus ensure_context(int device, Context* ctx) override;
   DrvStatus current_context(Context* ctx) override;
+  DrvStatus current_device(int* device) override;
+  DrvStatus context_device(Context ctx, int* device) override;
   DrvStatus set_context(Context ctx) override;
   DrvStatus synchronize(Context ctx) override;
   DrvStatus relax_capture_mode() override;
@@ -53,6 +55,7 @@ class CudaDriver final : public Driver {
   explicit CudaDriver(std::unique_ptr<DriverApi> api);
   DrvStatus primary_context(int device, Context* ctx);
   DrvStatus device_handle(int device, int* handle);
+  DrvStatus ordinal_of(int handle, int* device);
 
   std::unique_ptr<DriverApi> api_;
   std::mutex mu_;

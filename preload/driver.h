@@ -30,6 +30,10 @@ class Driver {
   virtual DrvStatus ensure_context(int device, Context* ctx) = 0;
   // The calling thread's current context (null when none).
   virtual DrvStatus current_context(Context* ctx) = 0;
+  // The device (ordinal) of the calling thread's current context; an error when none is current.
+  virtual DrvStatus current_device(int* device) = 0;
+  // The device (ordinal) of `ctx`. Leaves the calling thread's current context as it was.
+  virtual DrvStatus context_device(Context ctx, int* device) = 0;
   // Makes `ctx` current on the calling thread (null: none).
   virtual DrvStatus set_context(Context ctx) = 0;
   // Blocks until all work submitted to `ctx`, from any thread, has completed. Leaves `ctx` current.

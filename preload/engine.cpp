@@ -157,6 +157,9 @@ AllocOutcome Engine::allocate(std::size_t size, int device, std::uintptr_t call_
     return AllocOutcome::kPassthrough;
   }
 
+  std::unique_lock<std::mutex> peers_lock(peers_mu_);
+  grant_accessors(va, mapped, accessors_of(device));
+
   auto region = std::make_shared<Region>();
   region->id = id;
   region->va = va;
@@ -176,6 +179,7 @@ AllocOutcome Engine::allocate(std::size_t size, int device, std::uintptr_t call_
   }
   std::shared_ptr<Mirror> mirror = region->mirror;
   table_.insert(std::move(region));
+  peers_lock.unlock();
   if (offload && options_.eager_mirrors) preparer_.submit(mirror, false);
   GS_DEBUG("region %llu: %zu bytes at 0x%llx on device %d, tag %s",
            static_cast<unsigned long long>(id), size, static_cast<unsigned long long>(va), device,
@@ -522,6 +526,14 @@ OpResult Engine::wake(const WakeRequest& request) {
   }
   result.map_seconds = monotonic_seconds() - t;
 
+  // Peers to re-grant (grant_peer waits for op_mu_, so the set holds still until we are done).
+  std::map<int, std::vector<int>> accessors;
+  {
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    for (const auto& r : claimed)
+      accessors.emplace(r->device, accessors_of(r->device));
+  }
+
   // Map each region and queue its restore right away: the next region is mapped while the copy
   // engines move this one. A failure waits for the queued copies, then undoes everything.
   t = monotonic_seconds();
@@ -536,6 +548,7 @@ OpResult Engine::wake(const WakeRequest& request) {
     if (map_rc == kDrvOk) {
       mapped[i] = true;
       map_rc = driver_.set_access(r.va, r.mapped, r.device);
+      if (map_rc == kDrvOk) grant_accessors(r.va, r.mapped, accessors[r.device]);
     }
     map_seconds += monotonic_seconds() - u;
     if (map_rc != kDrvOk || r.slept_policy != Policy::kOffload || r.mirror == nullptr) continue;
@@ -595,6 +608,113 @@ OpResult Engine::wake(const WakeRequest& request) {
   return result;
 }
 
+void Engine::note_foreign(ForeignKind kind, std::uint64_t key, std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  ForeignLedger& l = foreign_[static_cast<int>(kind)];
+  auto [it, inserted] = l.entries.emplace(key, bytes);
+  if (!inserted) {
+    l.bytes -= it->second;
+    it->second = bytes;
+  }
+  l.bytes += bytes;
+}
+
+void Engine::forget_foreign(ForeignKind kind, std::uint64_t key) {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  ForeignLedger& l = foreign_[static_cast<int>(kind)];
+  auto it = l.entries.find(key);
+  if (it == l.entries.end()) return;
+  l.bytes -= it->second;
+  l.entries.erase(it);
+}
+
+void Engine::app_vmm_created(std::uint64_t handle, std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  auto [it, inserted] = app_handles_.emplace(handle, AppHandle{bytes, false, 0});
+  if (!inserted) {  // a handle value reused after the driver dropped the old one unseen
+    app_bytes_ -= it->second.bytes;
+    it->second = AppHandle{bytes, false, 0};
+  }
+  app_bytes_ += bytes;
+}
+
+void Engine::drop_app_handle_if_gone(std::uint64_t handle) {
+  auto it = app_handles_.find(handle);
+  if (it == app_handles_.end() || !it->second.released || it->second.mappings > 0) return;
+  app_bytes_ -= it->second.bytes;
+  app_handles_.erase(it);
+}
+
+void Engine::app_vmm_released(std::uint64_t handle) {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  auto it = app_handles_.find(handle);
+  if (it == app_handles_.end()) return;
+  it->second.released = true;
+  drop_app_handle_if_gone(handle);
+}
+
+void Engine::app_vmm_mapped(DevicePtr va, std::uint64_t handle) {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  auto it = app_handles_.find(handle);
+  if (it == app_handles_.end()) return;  // imported or unknown: not this process's memory
+  ++it->second.mappings;
+  app_mappings_[va] = handle;
+}
+
+void Engine::app_vmm_unmapped(DevicePtr va) {
+  std::lock_guard<std::mutex> lock(meta_mu_);
+  auto m = app_mappings_.find(va);
+  if (m == app_mappings_.end()) return;
+  std::uint64_t handle = m->second;
+  app_mappings_.erase(m);
+  auto it = app_handles_.find(handle);
+  if (it == app_handles_.end()) return;
+  --it->second.mappings;
+  drop_app_handle_if_gone(handle);
+}
+
+std::vector<int> Engine::accessors_of(int owner) const {
+  std::vector<int> out;
+  for (auto it = peers_.lower_bound({owner, -1}); it != peers_.end() && it->first == owner; ++it)
+    out.push_back(it->second);
+  return out;
+}
+
+void Engine::grant_accessors(DevicePtr va, std::size_t size, const std::vector<int>& accessors) {
+  for (int accessor : accessors) {
+    if (DrvStatus rc = driver_.set_access(va, size, accessor)) {
+      GS_WARN("cannot grant device %d access to 0x%llx (%zu bytes): %s", accessor,
+              static_cast<unsigned long long>(va), size, driver_.describe(rc).c_str());
+    }
+  }
+}
+
+void Engine::grant_peer(int accessor, int owner) {
+  if (accessor == owner || accessor < 0 || owner < 0) return;
+  std::lock_guard<std::mutex> op(op_mu_);
+  std::lock_guard<std::mutex> lock(peers_mu_);
+  if (!peers_.insert({owner, accessor}).second) return;
+  // Claiming keeps a concurrent free from unmapping a region while its access changes.
+  auto regions = table_.claim([owner](const Region& r) { return r.device == owner; },
+                              RegionState::kAwake, RegionState::kWaking);
+  for (const auto& r : regions)
+    grant_accessors(r->va, r->mapped, {accessor});
+  table_.settle(regions, RegionState::kAwake);
+  GS_INFO("peer access: device %d may use device %d's memory (%zu regions granted now; asleep "
+          "ones on wake)",
+          accessor, owner, regions.size());
+}
+
+void Engine::revoke_peer(int accessor, int owner) {
+  std::lock_guard<std::mutex> op(op_mu_);
+  std::lock_guard<std::mutex> lock(peers_mu_);
+  peers_.erase({owner, accessor});
+}
+
+std::optional<RegionInfo> Engine::region_containing(DevicePtr addr) const {
+  return table_.info_containing(addr);
+}
+
 EngineStatus Engine::status() {
   relax_this_thread();
   EngineStatus s;
@@ -614,6 +734,27 @@ EngineStatus Engine::status() {
     }
     s.passthrough_allocations = passthrough_.size();
     s.passthrough_bytes = passthrough_bytes_;
+    s.unsleepable.push_back(
+        {"passthrough",
+         "left to the CUDA allocator (a device without virtual memory management, a "
+         "pass-through decision, or an allocation made while the library was off)",
+         passthrough_.size(), passthrough_bytes_});
+    const ForeignLedger& so = foreign_[static_cast<int>(ForeignKind::kStreamOrdered)];
+    s.unsleepable.push_back(
+        {"stream_ordered",
+         "stream-ordered pool allocations (cudaMallocAsync, cuMemAllocAsync): the driver's pool "
+         "owns that memory",
+         so.entries.size(), so.bytes});
+    s.unsleepable.push_back(
+        {"application_vmm",
+         "physical memory the program creates and maps itself (cuMemCreate: JAX/XLA, PyTorch "
+         "expandable_segments)",
+         app_handles_.size(), app_bytes_});
+  }
+  {
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    for (const auto& [owner, accessor] : peers_)
+      s.peers.push_back(PeerGrant{accessor, owner});
   }
   for (const RegionInfo& info : table_.snapshot()) {
     TagStatus& t = by_tag[info.tag];

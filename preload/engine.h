@@ -89,6 +89,24 @@ struct DeviceStatus {
   std::size_t total_bytes = 0;
 };
 
+// Device memory of the process that sleep cannot release, by why.
+enum class ForeignKind {
+  kStreamOrdered,  // cudaMallocAsync / cuMemAllocAsync / cuMemAllocFromPoolAsync
+};
+inline constexpr int kForeignKinds = 1;
+
+struct UnsleepableStatus {
+  std::string kind;  // "passthrough", "stream_ordered", "application_vmm"
+  std::string reason;
+  std::size_t allocations = 0;
+  std::size_t bytes = 0;
+};
+
+struct PeerGrant {
+  int accessor = 0;  // the device whose kernels read the memory
+  int owner = 0;     // the device the memory lives on
+};
+
 struct EngineStatus {
   std::string default_tag;
   std::string phase_tag;
@@ -96,6 +114,8 @@ struct EngineStatus {
   std::vector<DeviceStatus> devices;
   std::size_t passthrough_allocations = 0;
   std::size_t passthrough_bytes = 0;
+  std::vector<UnsleepableStatus> unsleepable;  // every kind, with zero counts too
+  std::vector<PeerGrant> peers;
 };
 
 enum class AllocOutcome {
@@ -126,6 +146,25 @@ class Engine {
   void note_passthrough(DevicePtr ptr, std::size_t size);
   // True when `ptr` was noted (and is now forgotten).
   bool forget_passthrough(DevicePtr ptr);
+  // Bookkeeping of device memory the program manages through other paths (for status). `key` is
+  // the pointer.
+  void note_foreign(ForeignKind kind, std::uint64_t key, std::size_t bytes);
+  void forget_foreign(ForeignKind kind, std::uint64_t key);
+  // Physical memory the program creates and maps itself: it lives while its handle is unreleased
+  // or any mapping of it remains, as the driver keeps it.
+  void app_vmm_created(std::uint64_t handle, std::size_t bytes);
+  void app_vmm_released(std::uint64_t handle);
+  void app_vmm_mapped(DevicePtr va, std::uint64_t handle);
+  void app_vmm_unmapped(DevicePtr va);
+
+  // Peer access: kernels on `accessor` may use memory on `owner`. Grants every region on `owner`
+  // access from `accessor` now, at each later allocation and after every wake. Waits for a sleep
+  // or wake in progress. Revoking only stops future grants (mappings keep their access).
+  void grant_peer(int accessor, int owner);
+  void revoke_peer(int accessor, int owner);
+
+  // The region whose range contains `addr`.
+  std::optional<RegionInfo> region_containing(DevicePtr addr) const;
 
   // Sleep and wake are serialized with each other. Each is all-or-nothing: on failure every
   // region is left as it was, and the error says why.
@@ -187,6 +226,28 @@ class Engine {
   std::map<std::string, TagTimes> tag_times_;
   std::unordered_map<DevicePtr, std::size_t> passthrough_;
   std::size_t passthrough_bytes_ = 0;
+  struct ForeignLedger {
+    std::unordered_map<std::uint64_t, std::size_t> entries;
+    std::size_t bytes = 0;
+  };
+  std::array<ForeignLedger, kForeignKinds> foreign_;
+  struct AppHandle {
+    std::size_t bytes = 0;
+    bool released = false;
+    int mappings = 0;
+  };
+  std::unordered_map<std::uint64_t, AppHandle> app_handles_;
+  std::unordered_map<DevicePtr, std::uint64_t> app_mappings_;
+  std::size_t app_bytes_ = 0;
+  void drop_app_handle_if_gone(std::uint64_t handle);  // caller holds meta_mu_
+
+  // Lock order: op_mu_, then peers_mu_. Allocation holds peers_mu_ from granting access until
+  // the region is in the table, so a concurrent grant_peer never misses it.
+  mutable std::mutex peers_mu_;
+  std::set<std::pair<int, int>> peers_;  // (owner, accessor)
+  std::vector<int> accessors_of(int owner) const;  // caller holds peers_mu_
+  // Grants each of `accessors` access to a mapped range; failures are logged, not fatal.
+  void grant_accessors(DevicePtr va, std::size_t size, const std::vector<int>& accessors);
 };
 
 }  // namespace gpusleep

@@ -4,11 +4,7 @@
 
 #include "hooked_symbols.h"
 #include "interpose.h"
-
-#define GPUSLEEP_EXPORT __attribute__((visibility("default")))
-#define GPUSLEEP_STRIP(...) __VA_ARGS__
-#define GPUSLEEP_PREPEND(first, args) GPUSLEEP_PREPEND_I(first, GPUSLEEP_STRIP args)
-#define GPUSLEEP_PREPEND_I(first, ...) (first, __VA_ARGS__)
+#include "macro_util.h"
 
 #define GPUSLEEP_DEFINE_HOOK(ret, name, params, args)                         \
   extern "C" GPUSLEEP_EXPORT ret name params {                                \

@@ -1,7 +1,11 @@
 // Hook bodies. A thread-local guard sends any call made while the library itself is inside a
-// hook straight to the real function, so the library never manages its own allocations.
+// hook straight to the real function, so the library never manages its own allocations (nor
+// those the real runtime makes when an allocation passes through to it).
 #include "interpose.h"
 
+#include <limits>
+
+#include "driver_hooks.h"
 #include "engine.h"
 #include "log.h"
 #include "real_runtime.h"
@@ -70,6 +74,289 @@ cudaError_t cudaFree(std::uintptr_t /*call_site*/, void* devPtr) {
     rt->engine().forget_passthrough(ptr);
   }
   return real.cudaFree != nullptr ? real.cudaFree(devPtr) : cudaErrorInitializationError;
+}
+
+cudaError_t cudaGetDriverEntryPoint(std::uintptr_t /*call_site*/, const char* symbol,
+                                    void** funcPtr, unsigned long long flags,
+                                    cudaDriverEntryPointQueryResult* driverStatus) {
+  const RealRuntime& real = real_runtime();
+  if (real.cudaGetDriverEntryPoint == nullptr) return cudaErrorNotSupported;
+  cudaError_t rc = real.cudaGetDriverEntryPoint(symbol, funcPtr, flags, driverStatus);
+  if (rc != cudaSuccess || funcPtr == nullptr || *funcPtr == nullptr) return rc;
+  // It answers for the runtime's own CUDA version.
+  int version = 0;
+  if (real.cudaRuntimeGetVersion == nullptr || real.cudaRuntimeGetVersion(&version) != cudaSuccess) {
+    return rc;
+  }
+  *funcPtr = driver_hooks::for_runtime_entry(symbol, version, *funcPtr);
+  return rc;
+}
+
+cudaError_t cudaGetDriverEntryPointByVersion(std::uintptr_t /*call_site*/, const char* symbol,
+                                             void** funcPtr, unsigned int cudaVersion,
+                                             unsigned long long flags,
+                                             cudaDriverEntryPointQueryResult* driverStatus) {
+  const RealRuntime& real = real_runtime();
+  if (real.cudaGetDriverEntryPointByVersion == nullptr) return cudaErrorNotSupported;
+  cudaError_t rc =
+      real.cudaGetDriverEntryPointByVersion(symbol, funcPtr, cudaVersion, flags, driverStatus);
+  if (rc != cudaSuccess || funcPtr == nullptr || *funcPtr == nullptr) return rc;
+  *funcPtr = driver_hooks::for_runtime_entry(symbol, static_cast<int>(cudaVersion), *funcPtr);
+  return rc;
+}
+
+// ---- driver entry points (driver_hooks.h) ----
+
+namespace {
+
+// The library when this is the outermost hook on the thread and it is set up; null otherwise.
+Runtime* runtime_for(const Reentry& guard) {
+  return guard.first() ? Runtime::get() : nullptr;
+}
+
+// Pitch of cuMemAllocPitch: rows aligned for any texture binding, as the driver does.
+constexpr std::size_t kPitchAlignment = 512;
+
+// cuMemAlloc's contract on a managed region: the current context's device, its error codes.
+CUresult allocate_managed(Runtime* rt, std::size_t bytes, std::uintptr_t call_site,
+                          CUdeviceptr* dptr, bool* passthrough) {
+  *passthrough = false;
+  int device = 0;
+  if (rt->engine().driver().current_device(&device) != kDrvOk) {
+    *passthrough = true;  // no current context: the driver says so
+    return CUDA_SUCCESS;
+  }
+  DevicePtr va = 0;
+  switch (rt->engine().allocate(bytes, device, call_site, &va)) {
+    case AllocOutcome::kManaged:
+      *dptr = static_cast<CUdeviceptr>(va);
+      return CUDA_SUCCESS;
+    case AllocOutcome::kOutOfMemory:
+      GS_INFO("out of device memory for %zu bytes on device %d", bytes, device);
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    case AllocOutcome::kPassthrough:
+      break;
+  }
+  *passthrough = true;
+  return CUDA_SUCCESS;
+}
+
+}  // namespace
+
+CUresult cuGetProcAddress(std::uintptr_t, CUresult (*real)(const char*, void**, int, cuuint64_t),
+                          const char* symbol, void** pfn, int cudaVersion, cuuint64_t flags) {
+  CUresult rc = real(symbol, pfn, cudaVersion, flags);
+  if (rc == CUDA_SUCCESS && pfn != nullptr && *pfn != nullptr) {
+    *pfn = driver_hooks::for_request(symbol, cudaVersion, flags, *pfn);
+  }
+  return rc;
+}
+
+CUresult cuGetProcAddress_v2(std::uintptr_t,
+                             CUresult (*real)(const char*, void**, int, cuuint64_t,
+                                              CUdriverProcAddressQueryResult*),
+                             const char* symbol, void** pfn, int cudaVersion, cuuint64_t flags,
+                             CUdriverProcAddressQueryResult* symbolStatus) {
+  CUresult rc = real(symbol, pfn, cudaVersion, flags, symbolStatus);
+  if (rc == CUDA_SUCCESS && pfn != nullptr && *pfn != nullptr) {
+    *pfn = driver_hooks::for_request(symbol, cudaVersion, flags, *pfn);
+  }
+  return rc;
+}
+
+CUresult cuMemAlloc_v2(std::uintptr_t call_site, CUresult (*real)(CUdeviceptr*, size_t),
+                       CUdeviceptr* dptr, size_t bytesize) {
+  Reentry guard;
+  Runtime* rt = dptr != nullptr && bytesize != 0 ? runtime_for(guard) : nullptr;
+  if (rt != nullptr) {
+    bool passthrough = false;
+    CUresult rc = allocate_managed(rt, bytesize, call_site, dptr, &passthrough);
+    if (!passthrough) return rc;
+  }
+  CUresult rc = real(dptr, bytesize);
+  if (rc == CUDA_SUCCESS && rt != nullptr) rt->engine().note_passthrough(*dptr, bytesize);
+  return rc;
+}
+
+CUresult cuMemAllocPitch_v2(std::uintptr_t call_site,
+                            CUresult (*real)(CUdeviceptr*, size_t*, size_t, size_t, unsigned int),
+                            CUdeviceptr* dptr, size_t* pPitch, size_t WidthInBytes, size_t Height,
+                            unsigned int ElementSizeBytes) {
+  Reentry guard;
+  const bool valid = dptr != nullptr && pPitch != nullptr && WidthInBytes != 0 && Height != 0 &&
+                     (ElementSizeBytes == 4 || ElementSizeBytes == 8 || ElementSizeBytes == 16);
+  Runtime* rt = valid ? runtime_for(guard) : nullptr;  // invalid: the driver's own error
+  if (rt != nullptr) {
+    const std::size_t pitch = (WidthInBytes + kPitchAlignment - 1) / kPitchAlignment * kPitchAlignment;
+    if (pitch >= WidthInBytes && Height <= std::numeric_limits<std::size_t>::max() / pitch) {
+      bool passthrough = false;
+      CUresult rc = allocate_managed(rt, pitch * Height, call_site, dptr, &passthrough);
+      if (!passthrough) {
+        if (rc == CUDA_SUCCESS) *pPitch = pitch;
+        return rc;
+      }
+    }
+  }
+  CUresult rc = real(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
+  if (rc == CUDA_SUCCESS && rt != nullptr) rt->engine().note_passthrough(*dptr, *pPitch * Height);
+  return rc;
+}
+
+CUresult cuMemFree_v2(std::uintptr_t, CUresult (*real)(CUdeviceptr), CUdeviceptr dptr) {
+  Reentry guard;
+  Runtime* rt = dptr != 0 ? runtime_for(guard) : nullptr;
+  if (rt != nullptr) {
+    if (rt->engine().free(dptr) == FreeOutcome::kFreed) return CUDA_SUCCESS;
+    if (!rt->engine().forget_passthrough(dptr)) {
+      rt->engine().forget_foreign(ForeignKind::kStreamOrdered, dptr);
+    }
+  }
+  return real(dptr);
+}
+
+CUresult cuCtxEnablePeerAccess(std::uintptr_t, CUresult (*real)(CUcontext, unsigned int),
+                               CUcontext peerContext, unsigned int Flags) {
+  Reentry guard;
+  CUresult rc = real(peerContext, Flags);
+  if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED) return rc;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return rc;
+  int accessor = 0;
+  int owner = 0;
+  Driver& driver = rt->engine().driver();
+  if (driver.current_device(&accessor) == kDrvOk &&
+      driver.context_device(peerContext, &owner) == kDrvOk) {
+    rt->engine().grant_peer(accessor, owner);
+  }
+  return rc;
+}
+
+CUresult cuCtxDisablePeerAccess(std::uintptr_t, CUresult (*real)(CUcontext),
+                                CUcontext peerContext) {
+  Reentry guard;
+  CUresult rc = real(peerContext);
+  Runtime* rt = rc == CUDA_SUCCESS ? runtime_for(guard) : nullptr;
+  int accessor = 0;
+  int owner = 0;
+  if (rt != nullptr && rt->engine().driver().current_device(&accessor) == kDrvOk &&
+      rt->engine().driver().context_device(peerContext, &owner) == kDrvOk) {
+    rt->engine().revoke_peer(accessor, owner);
+  }
+  return rc;
+}
+
+CUresult cuIpcGetMemHandle(std::uintptr_t, CUresult (*real)(CUipcMemHandle*, CUdeviceptr),
+                           CUipcMemHandle* pHandle, CUdeviceptr dptr) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt != nullptr) {
+    if (std::optional<RegionInfo> r = rt->engine().region_containing(dptr)) {
+      GS_WARN("legacy IPC (cudaIpcGetMemHandle/cuIpcGetMemHandle) asked for 0x%llx, in region %llu "
+              "(tag %s): memory that can sleep cannot be shared that way. Leave such allocations "
+              "to the CUDA allocator with a pass-through rule (docs/tagging.md)",
+              static_cast<unsigned long long>(dptr), static_cast<unsigned long long>(r->id),
+              r->tag.c_str());
+      return CUDA_ERROR_NOT_SUPPORTED;
+    }
+  }
+  return real(pHandle, dptr);
+}
+
+namespace {
+CUresult note_stream_ordered(CUresult rc, CUdeviceptr* dptr, size_t bytes) {
+  if (rc != CUDA_SUCCESS || dptr == nullptr) return rc;
+  Reentry guard;
+  if (Runtime* rt = runtime_for(guard)) {
+    rt->engine().note_foreign(ForeignKind::kStreamOrdered, *dptr, bytes);
+  }
+  return rc;
+}
+
+void forget_stream_ordered(CUdeviceptr dptr) {
+  Reentry guard;
+  if (Runtime* rt = dptr != 0 ? runtime_for(guard) : nullptr) {
+    rt->engine().forget_foreign(ForeignKind::kStreamOrdered, dptr);
+  }
+}
+}  // namespace
+
+CUresult cuMemAllocAsync(std::uintptr_t, CUresult (*real)(CUdeviceptr*, size_t, CUstream),
+                         CUdeviceptr* dptr, size_t bytesize, CUstream hStream) {
+  return note_stream_ordered(real(dptr, bytesize, hStream), dptr, bytesize);
+}
+
+CUresult cuMemAllocAsync_ptsz(std::uintptr_t, CUresult (*real)(CUdeviceptr*, size_t, CUstream),
+                              CUdeviceptr* dptr, size_t bytesize, CUstream hStream) {
+  return note_stream_ordered(real(dptr, bytesize, hStream), dptr, bytesize);
+}
+
+CUresult cuMemAllocFromPoolAsync(std::uintptr_t,
+                                 CUresult (*real)(CUdeviceptr*, size_t, CUmemoryPool, CUstream),
+                                 CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool,
+                                 CUstream hStream) {
+  return note_stream_ordered(real(dptr, bytesize, pool, hStream), dptr, bytesize);
+}
+
+CUresult cuMemAllocFromPoolAsync_ptsz(std::uintptr_t,
+                                      CUresult (*real)(CUdeviceptr*, size_t, CUmemoryPool,
+                                                       CUstream),
+                                      CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool,
+                                      CUstream hStream) {
+  return note_stream_ordered(real(dptr, bytesize, pool, hStream), dptr, bytesize);
+}
+
+CUresult cuMemFreeAsync(std::uintptr_t, CUresult (*real)(CUdeviceptr, CUstream), CUdeviceptr dptr,
+                        CUstream hStream) {
+  forget_stream_ordered(dptr);
+  return real(dptr, hStream);
+}
+
+CUresult cuMemFreeAsync_ptsz(std::uintptr_t, CUresult (*real)(CUdeviceptr, CUstream),
+                             CUdeviceptr dptr, CUstream hStream) {
+  forget_stream_ordered(dptr);
+  return real(dptr, hStream);
+}
+
+CUresult cuMemCreate(std::uintptr_t,
+                     CUresult (*real)(CUmemGenericAllocationHandle*, size_t,
+                                      const CUmemAllocationProp*, unsigned long long),
+                     CUmemGenericAllocationHandle* handle, size_t size,
+                     const CUmemAllocationProp* prop, unsigned long long flags) {
+  CUresult rc = real(handle, size, prop, flags);
+  if (rc != CUDA_SUCCESS || handle == nullptr) return rc;
+  Reentry guard;
+  if (Runtime* rt = runtime_for(guard)) rt->engine().app_vmm_created(*handle, size);
+  return rc;
+}
+
+CUresult cuMemRelease(std::uintptr_t, CUresult (*real)(CUmemGenericAllocationHandle),
+                      CUmemGenericAllocationHandle handle) {
+  {
+    Reentry guard;
+    if (Runtime* rt = runtime_for(guard)) rt->engine().app_vmm_released(handle);
+  }
+  return real(handle);
+}
+
+CUresult cuMemMap(std::uintptr_t,
+                  CUresult (*real)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
+                                   unsigned long long),
+                  CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
+                  unsigned long long flags) {
+  CUresult rc = real(ptr, size, offset, handle, flags);
+  if (rc != CUDA_SUCCESS) return rc;
+  Reentry guard;
+  if (Runtime* rt = runtime_for(guard)) rt->engine().app_vmm_mapped(ptr, handle);
+  return rc;
+}
+
+CUresult cuMemUnmap(std::uintptr_t, CUresult (*real)(CUdeviceptr, size_t), CUdeviceptr ptr,
+                    size_t size) {
+  CUresult rc = real(ptr, size);
+  if (rc != CUDA_SUCCESS) return rc;
+  Reentry guard;
+  if (Runtime* rt = runtime_for(guard)) rt->engine().app_vmm_unmapped(ptr);
+  return rc;
 }
 
 }  // namespace gpusleep::hooks

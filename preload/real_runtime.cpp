@@ -12,7 +12,7 @@ const RealRuntime& real_runtime() {
     RealRuntime t;
 #define GPUSLEEP_RESOLVE(ret, name, params, args)                       \
   t.name = reinterpret_cast<decltype(t.name)>(dlsym(RTLD_NEXT, #name)); \
-  if (t.name == nullptr) GS_ERROR("the CUDA runtime's " #name " was not found");
+  if (t.name == nullptr) GS_INFO("the CUDA runtime's " #name " was not found");
     GPUSLEEP_RUNTIME_HOOKS(GPUSLEEP_RESOLVE)
     GPUSLEEP_RUNTIME_USED(GPUSLEEP_RESOLVE)
 #undef GPUSLEEP_RESOLVE

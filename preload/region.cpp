@@ -38,6 +38,16 @@ std::shared_ptr<Region> RegionTable::containing(DevicePtr addr) const {
   return addr < r.va + r.mapped ? it->second : nullptr;
 }
 
+std::optional<RegionInfo> RegionTable::info_containing(DevicePtr addr) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = by_va_.upper_bound(addr);
+  if (it == by_va_.begin()) return std::nullopt;
+  --it;
+  const Region& r = *it->second;
+  if (addr >= r.va + r.mapped) return std::nullopt;
+  return info_of(r);
+}
+
 std::vector<std::shared_ptr<Region>> RegionTable::claim(
     const std::function<bool(const Region&)>& select, RegionState from, RegionState to) {
   std::vector<std::shared_ptr<Region>> out;

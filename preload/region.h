@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,8 @@ class RegionTable {
   std::shared_ptr<Region> remove_when_idle(DevicePtr va);
 
   std::vector<RegionInfo> snapshot() const;
+  // A copy of the region whose range contains `addr`.
+  std::optional<RegionInfo> info_containing(DevicePtr addr) const;
   std::size_t size() const;
 
  private:

@@ -86,9 +86,22 @@ std::string format_status(int pid, const Json& r) {
            ms_text(field(tag, "last_sleep_ms")), ms_text(field(tag, "last_wake_ms"))});
   }
   out += t.render("  ");
-  const Json& pt = field(r, "passthrough");
-  out += "  not managed (passed through): " + count_text(field(pt, "allocations")) +
-         " allocations, " + bytes_text(field(pt, "bytes")) + "\n";
+  const Json& unsleepable = field(r, "unsleepable");
+  if (unsleepable.is_array()) {
+    for (const Json& u : unsleepable) {
+      if (!field(u, "bytes").is_number() || field(u, "bytes").get<std::size_t>() == 0) continue;
+      out += "  cannot sleep: " + bytes_text(field(u, "bytes")) + " in " +
+             count_text(field(u, "allocations")) + " allocations, " + str(u, "reason") + "\n";
+    }
+  } else {
+    const Json& pt = field(r, "passthrough");
+    out += "  not managed (passed through): " + count_text(field(pt, "allocations")) +
+           " allocations, " + bytes_text(field(pt, "bytes")) + "\n";
+  }
+  for (const Json& p : field(r, "peers")) {
+    out += "  peer access: device " + str(p, "accessor") + " uses device " + str(p, "owner") +
+           "'s regions\n";
+  }
   return out;
 }
 

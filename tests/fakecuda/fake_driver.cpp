@@ -62,12 +62,14 @@ struct Mapping {
   std::size_t size;
   std::uint64_t handle;
   int prot;
+  unsigned access;  // bit d: device d may read and write it (cuMemSetAccess)
 };
 
 struct Plain {
   std::size_t size;
   std::size_t charged;
   int device;
+  bool async;  // from a stream-ordered allocation
 };
 
 struct Fault {
@@ -94,6 +96,7 @@ struct State {
   std::uint64_t held[kMaxDevices] = {};  // capacity this process holds, returned at exit
   bool capturing = false;                // an emulated global-mode stream capture is under way
   bool capture_valid = true;
+  bool peer[kMaxDevices][kMaxDevices] = {};  // [accessor][owner]: cuCtxEnablePeerAccess done
 };
 
 State& st() {
@@ -102,6 +105,8 @@ State& st() {
 }
 
 thread_local Ctx* t_current = nullptr;
+thread_local Ctx* t_stack[16];  // cuCtxPushCurrent's stack below t_current
+thread_local int t_depth = 0;
 thread_local CUstreamCaptureMode t_capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
 
 // A potentially unsafe call during another thread's global-mode capture. Caller holds the lock.
@@ -229,6 +234,29 @@ bool device_range_ok(std::uintptr_t p, std::size_t n) {
     --it;
     if (cur >= it->first + it->second.size) return false;
     if (it->second.prot != (PROT_READ | PROT_WRITE)) return false;
+    cur = it->first + it->second.size;
+  }
+  return n > 0;
+}
+
+// Whether a kernel on `device` may access [p, p+n): the device owns the plain allocation or has
+// peer access to its owner; every mapping covering the range grants `device` access.
+bool device_can_access(int device, std::uintptr_t p, std::size_t n) {
+  State& s = st();
+  auto pl = s.plain.upper_bound(p);
+  if (pl != s.plain.begin()) {
+    --pl;
+    if (p >= pl->first && p + n <= pl->first + pl->second.size) {
+      return pl->second.device == device || s.peer[device][pl->second.device];
+    }
+  }
+  std::uintptr_t cur = p;
+  while (cur < p + n) {
+    auto it = s.mappings.upper_bound(cur);
+    if (it == s.mappings.begin()) return false;
+    --it;
+    if (cur >= it->first + it->second.size) return false;
+    if ((it->second.access & (1u << device)) == 0) return false;
     cur = it->first + it->second.size;
   }
   return n > 0;
@@ -369,6 +397,56 @@ CUresult CUDAAPI cuCtxSynchronize(void) {
   return CUDA_SUCCESS;
 }
 
+Ctx* ctx_of(CUcontext ctx) {
+  auto* c = reinterpret_cast<Ctx*>(ctx);
+  if (c < &st().contexts[0] || c >= &st().contexts[kMaxDevices]) return nullptr;
+  return valid_device(c->device) ? c : nullptr;
+}
+
+CUresult CUDAAPI cuCtxPushCurrent(CUcontext ctx) {
+  FAKE_ENTER("cuCtxPushCurrent_v2");
+  Ctx* c = ctx_of(ctx);
+  if (c == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  if (t_depth == 16) return CUDA_ERROR_OUT_OF_MEMORY;
+  t_stack[t_depth++] = t_current;
+  t_current = c;
+  return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuCtxPopCurrent(CUcontext* pctx) {
+  FAKE_ENTER("cuCtxPopCurrent_v2");
+  if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  if (pctx != nullptr) *pctx = reinterpret_cast<CUcontext>(t_current);
+  t_current = t_depth > 0 ? t_stack[--t_depth] : nullptr;
+  return CUDA_SUCCESS;
+}
+
+// Peer access, as the real driver keeps it: the current context's device may then reach plain
+// allocations of the peer's device (virtual-memory mappings need cuMemSetAccess as well).
+CUresult CUDAAPI cuCtxEnablePeerAccess(CUcontext peer, unsigned int flags) {
+  FAKE_ENTER("cuCtxEnablePeerAccess");
+  if (flags != 0) return CUDA_ERROR_INVALID_VALUE;
+  if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  Ctx* c = ctx_of(peer);
+  if (c == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  if (c->device == t_current->device) return CUDA_ERROR_INVALID_DEVICE;
+  bool& on = st().peer[t_current->device][c->device];
+  if (on) return CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED;
+  on = true;
+  return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuCtxDisablePeerAccess(CUcontext peer) {
+  FAKE_ENTER("cuCtxDisablePeerAccess");
+  if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  Ctx* c = ctx_of(peer);
+  if (c == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  bool& on = st().peer[t_current->device][c->device];
+  if (!on) return CUDA_ERROR_PEER_ACCESS_NOT_ENABLED;
+  on = false;
+  return CUDA_SUCCESS;
+}
+
 CUresult CUDAAPI cuMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   FAKE_ENTER("cuMemGetInfo_v2");
   if (free_bytes == nullptr || total_bytes == nullptr) return CUDA_ERROR_INVALID_VALUE;
@@ -482,7 +560,7 @@ CUresult CUDAAPI cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
                    ph->second.fd, 0);
   if (p == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
   ++ph->second.mappings;
-  st().mappings[ptr] = Mapping{size, handle, PROT_NONE};
+  st().mappings[ptr] = Mapping{size, handle, PROT_NONE, 0};
   ++st().stats.maps;
   return CUDA_SUCCESS;
 }
@@ -507,12 +585,17 @@ CUresult CUDAAPI cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessD
                                 size_t count) {
   FAKE_ENTER("cuMemSetAccess");
   if (desc == nullptr || count == 0 || size == 0) return CUDA_ERROR_INVALID_VALUE;
-  int prot = PROT_NONE;
+  unsigned grant = 0;
+  unsigned revoke = 0;
   for (std::size_t i = 0; i < count; ++i) {
     if (desc[i].location.type != CU_MEM_LOCATION_TYPE_DEVICE) return CUDA_ERROR_INVALID_VALUE;
     if (!valid_device(desc[i].location.id)) return CUDA_ERROR_INVALID_DEVICE;
-    if (desc[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE) prot = PROT_READ | PROT_WRITE;
-    if (desc[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READ && prot == PROT_NONE) prot = PROT_READ;
+    unsigned bit = 1u << desc[i].location.id;
+    if (desc[i].flags == CU_MEM_ACCESS_FLAGS_PROT_NONE) {
+      revoke |= bit;
+    } else {
+      grant |= bit;
+    }
   }
   // The range must be covered by mappings, end to end.
   std::uintptr_t cur = ptr;
@@ -523,9 +606,12 @@ CUresult CUDAAPI cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessD
     }
     cur += m->second.size;
   }
-  if (::mprotect(reinterpret_cast<void*>(ptr), size, prot) != 0) return CUDA_ERROR_UNKNOWN;
+  // Other devices' access stays as it was, as with the real driver.
   for (cur = ptr; cur < ptr + size;) {
     Mapping& m = st().mappings[cur];
+    m.access = (m.access | grant) & ~revoke;
+    int prot = m.access != 0 ? PROT_READ | PROT_WRITE : PROT_NONE;
+    if (::mprotect(reinterpret_cast<void*>(cur), m.size, prot) != 0) return CUDA_ERROR_UNKNOWN;
     m.prot = prot;
     cur += m.size;
   }
@@ -534,8 +620,9 @@ CUresult CUDAAPI cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessD
 
 // ---- plain allocations (what the emulated runtime's cudaMalloc uses) ----
 
-CUresult CUDAAPI cuMemAlloc(CUdeviceptr* dptr, size_t size) {
-  FAKE_ENTER("cuMemAlloc_v2");
+namespace {
+// Caller holds the lock.
+CUresult plain_alloc(CUdeviceptr* dptr, size_t size, bool async) {
   if (dptr == nullptr || size == 0) return CUDA_ERROR_INVALID_VALUE;
   if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   int d = t_current->device;
@@ -546,18 +633,84 @@ CUresult CUDAAPI cuMemAlloc(CUdeviceptr* dptr, size_t size) {
     give(d, charged);
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
-  st().plain[reinterpret_cast<std::uintptr_t>(p)] = Plain{size, charged, d};
+  st().plain[reinterpret_cast<std::uintptr_t>(p)] = Plain{size, charged, d, async};
   *dptr = reinterpret_cast<CUdeviceptr>(p);
   return CUDA_SUCCESS;
 }
 
-CUresult CUDAAPI cuMemFree(CUdeviceptr dptr) {
-  FAKE_ENTER("cuMemFree_v2");
+CUresult plain_free(CUdeviceptr dptr) {
   auto it = st().plain.find(dptr);
   if (it == st().plain.end()) return CUDA_ERROR_INVALID_VALUE;
   ::munmap(reinterpret_cast<void*>(dptr), it->second.size);
   give(it->second.device, it->second.charged);
   st().plain.erase(it);
+  return CUDA_SUCCESS;
+}
+
+constexpr std::size_t kPitchAlignment = 512;
+}  // namespace
+
+CUresult CUDAAPI cuMemAlloc(CUdeviceptr* dptr, size_t size) {
+  FAKE_ENTER("cuMemAlloc_v2");
+  return plain_alloc(dptr, size, false);
+}
+
+// The ABI of CUDA before 3.2: 32-bit addresses and sizes. Only reachable through
+// cuGetProcAddress with an old version, as with the real driver; never used for real work.
+extern "C" CUresult CUDAAPI fake_cuMemAlloc_v1(unsigned int* dptr, unsigned int size) {
+  (void)dptr;
+  (void)size;
+  return CUDA_ERROR_NOT_SUPPORTED;
+}
+
+CUresult CUDAAPI cuMemAllocPitch(CUdeviceptr* dptr, size_t* pitch, size_t width, size_t height,
+                                 unsigned int element_size) {
+  FAKE_ENTER("cuMemAllocPitch_v2");
+  if (pitch == nullptr || width == 0 || height == 0) return CUDA_ERROR_INVALID_VALUE;
+  if (element_size != 4 && element_size != 8 && element_size != 16) return CUDA_ERROR_INVALID_VALUE;
+  std::size_t p = (width + kPitchAlignment - 1) / kPitchAlignment * kPitchAlignment;
+  CUresult rc = plain_alloc(dptr, p * height, false);
+  if (rc == CUDA_SUCCESS) *pitch = p;
+  return rc;
+}
+
+CUresult CUDAAPI cuMemFree(CUdeviceptr dptr) {
+  FAKE_ENTER("cuMemFree_v2");
+  return plain_free(dptr);
+}
+
+// Stream-ordered allocation: the emulated pool hands out plain memory and keeps nothing cached.
+extern "C" CUresult CUDAAPI cuMemAllocAsync(CUdeviceptr* dptr, size_t size, CUstream) {
+  FAKE_ENTER("cuMemAllocAsync");
+  return plain_alloc(dptr, size, true);
+}
+extern "C" CUresult CUDAAPI cuMemAllocAsync_ptsz(CUdeviceptr* dptr, size_t size, CUstream s) {
+  return cuMemAllocAsync(dptr, size, s);
+}
+extern "C" CUresult CUDAAPI cuMemAllocFromPoolAsync(CUdeviceptr* dptr, size_t size, CUmemoryPool,
+                                                    CUstream) {
+  FAKE_ENTER("cuMemAllocFromPoolAsync");
+  return plain_alloc(dptr, size, true);
+}
+extern "C" CUresult CUDAAPI cuMemAllocFromPoolAsync_ptsz(CUdeviceptr* dptr, size_t size,
+                                                         CUmemoryPool pool, CUstream s) {
+  return cuMemAllocFromPoolAsync(dptr, size, pool, s);
+}
+extern "C" CUresult CUDAAPI cuMemFreeAsync(CUdeviceptr dptr, CUstream) {
+  FAKE_ENTER("cuMemFreeAsync");
+  return plain_free(dptr);
+}
+extern "C" CUresult CUDAAPI cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s) {
+  return cuMemFreeAsync(dptr, s);
+}
+
+// Legacy IPC works on plain allocations only; the real driver refuses virtual-memory mappings.
+CUresult CUDAAPI cuIpcGetMemHandle(CUipcMemHandle* handle, CUdeviceptr dptr) {
+  FAKE_ENTER("cuIpcGetMemHandle");
+  if (handle == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (st().plain.find(dptr) == st().plain.end()) return CUDA_ERROR_INVALID_VALUE;
+  std::memset(handle, 0, sizeof(*handle));
+  std::memcpy(handle->reserved, &dptr, sizeof(dptr));
   return CUDA_SUCCESS;
 }
 
@@ -749,6 +902,110 @@ CUresult CUDAAPI cuGetErrorString(CUresult error, const char** text) {
   return CUDA_SUCCESS;
 }
 
+// ---- entry points ----
+
+CUresult CUDAAPI cuGetExportTable(const void** table, const CUuuid*) {
+  if (table == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  return CUDA_ERROR_NOT_SUPPORTED;
+}
+
+extern "C" CUresult CUDAAPI fake_cuGetProcAddress_v1(const char* symbol, void** pfn, int version,
+                                                     cuuint64_t flags);
+
+namespace {
+struct Entry {
+  const char* name;     // as cuGetProcAddress is asked, without ABI suffix
+  int since;            // the first CUDA version with this ABI
+  void* legacy;         // the function for the legacy default stream
+  void* per_thread;     // its per-thread-default-stream variant (null: same as legacy)
+};
+
+#define FAKE_FN(f) reinterpret_cast<void*>(&f)
+// The driver's table of entry points, newest ABI of each name last. The library is linked with
+// -Bsymbolic, so these are its own functions even when another object exports the same names.
+const Entry kEntries[] = {
+    {"cuInit", 2000, FAKE_FN(cuInit), nullptr},
+    {"cuDriverGetVersion", 2020, FAKE_FN(cuDriverGetVersion), nullptr},
+    {"cuDeviceGet", 2000, FAKE_FN(cuDeviceGet), nullptr},
+    {"cuDeviceGetCount", 2000, FAKE_FN(cuDeviceGetCount), nullptr},
+    {"cuDeviceGetName", 2000, FAKE_FN(cuDeviceGetName), nullptr},
+    {"cuDeviceGetAttribute", 2000, FAKE_FN(cuDeviceGetAttribute), nullptr},
+    {"cuDevicePrimaryCtxRetain", 7000, FAKE_FN(cuDevicePrimaryCtxRetain), nullptr},
+    {"cuCtxGetCurrent", 4000, FAKE_FN(cuCtxGetCurrent), nullptr},
+    {"cuCtxSetCurrent", 4000, FAKE_FN(cuCtxSetCurrent), nullptr},
+    {"cuCtxGetDevice", 2000, FAKE_FN(cuCtxGetDevice), nullptr},
+    {"cuCtxSynchronize", 2000, FAKE_FN(cuCtxSynchronize), nullptr},
+    {"cuCtxPushCurrent", 4000, FAKE_FN(cuCtxPushCurrent), nullptr},
+    {"cuCtxPopCurrent", 4000, FAKE_FN(cuCtxPopCurrent), nullptr},
+    {"cuCtxEnablePeerAccess", 4000, FAKE_FN(cuCtxEnablePeerAccess), nullptr},
+    {"cuCtxDisablePeerAccess", 4000, FAKE_FN(cuCtxDisablePeerAccess), nullptr},
+    {"cuMemGetInfo", 3020, FAKE_FN(cuMemGetInfo), nullptr},
+    {"cuMemAlloc", 2000, FAKE_FN(fake_cuMemAlloc_v1), nullptr},
+    {"cuMemAlloc", 3020, FAKE_FN(cuMemAlloc), nullptr},
+    {"cuMemAllocPitch", 3020, FAKE_FN(cuMemAllocPitch), nullptr},
+    {"cuMemFree", 3020, FAKE_FN(cuMemFree), nullptr},
+    {"cuMemAllocAsync", 11020, FAKE_FN(cuMemAllocAsync), FAKE_FN(cuMemAllocAsync_ptsz)},
+    {"cuMemAllocFromPoolAsync", 11020, FAKE_FN(cuMemAllocFromPoolAsync),
+     FAKE_FN(cuMemAllocFromPoolAsync_ptsz)},
+    {"cuMemFreeAsync", 11020, FAKE_FN(cuMemFreeAsync), FAKE_FN(cuMemFreeAsync_ptsz)},
+    {"cuMemCreate", 10020, FAKE_FN(cuMemCreate), nullptr},
+    {"cuMemRelease", 10020, FAKE_FN(cuMemRelease), nullptr},
+    {"cuMemMap", 10020, FAKE_FN(cuMemMap), nullptr},
+    {"cuMemUnmap", 10020, FAKE_FN(cuMemUnmap), nullptr},
+    {"cuMemSetAccess", 10020, FAKE_FN(cuMemSetAccess), nullptr},
+    {"cuMemAddressReserve", 10020, FAKE_FN(cuMemAddressReserve), nullptr},
+    {"cuMemAddressFree", 10020, FAKE_FN(cuMemAddressFree), nullptr},
+    {"cuMemGetAllocationGranularity", 10020, FAKE_FN(cuMemGetAllocationGranularity), nullptr},
+    {"cuIpcGetMemHandle", 4010, FAKE_FN(cuIpcGetMemHandle), nullptr},
+    {"cuMemcpyHtoD", 3020, FAKE_FN(cuMemcpyHtoD), nullptr},
+    {"cuMemcpyDtoH", 3020, FAKE_FN(cuMemcpyDtoH), nullptr},
+    {"cuMemsetD8", 3020, FAKE_FN(cuMemsetD8), nullptr},
+    {"cuGetErrorName", 6000, FAKE_FN(cuGetErrorName), nullptr},
+    {"cuGetErrorString", 6000, FAKE_FN(cuGetErrorString), nullptr},
+    {"cuGetExportTable", 3000, FAKE_FN(cuGetExportTable), nullptr},
+    {"cuGetProcAddress", 11030, FAKE_FN(fake_cuGetProcAddress_v1), nullptr},
+    {"cuGetProcAddress", 12000, FAKE_FN(cuGetProcAddress_v2), nullptr},
+};
+#undef FAKE_FN
+
+CUresult lookup(const char* symbol, void** pfn, int version, cuuint64_t flags,
+                CUdriverProcAddressQueryResult* status) {
+  if (symbol == nullptr || pfn == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *pfn = nullptr;
+  const Entry* best = nullptr;
+  bool known = false;
+  for (const Entry& e : kEntries) {
+    if (std::strcmp(e.name, symbol) != 0) continue;
+    known = true;
+    if (e.since <= version) best = &e;
+  }
+  if (best == nullptr) {
+    if (status) {
+      *status = known ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
+                      : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+    }
+    return CUDA_ERROR_NOT_FOUND;
+  }
+  bool per_thread = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
+  *pfn = per_thread && best->per_thread ? best->per_thread : best->legacy;
+  if (status) *status = CU_GET_PROC_ADDRESS_SUCCESS;
+  return CUDA_SUCCESS;
+}
+}  // namespace
+
+CUresult CUDAAPI cuGetProcAddress(const char* symbol, void** pfn, int version, cuuint64_t flags,
+                                  CUdriverProcAddressQueryResult* status) {
+  return lookup(symbol, pfn, version, flags, status);
+}
+
+// The CUDA 11.3 ABI, exported as "cuGetProcAddress" like the real driver does.
+extern "C" CUresult CUDAAPI fake_cuGetProcAddress_v1(const char* symbol, void** pfn, int version,
+                                                     cuuint64_t flags) {
+  return lookup(symbol, pfn, version, flags, nullptr);
+}
+extern "C" CUresult CUDAAPI fake_export_cuGetProcAddress(const char*, void**, int, cuuint64_t) __asm__(
+    "cuGetProcAddress") __attribute__((alias("fake_cuGetProcAddress_v1")));
+
 // ---- test controls ----
 
 extern "C" void fakecuda_reset(void) {
@@ -807,4 +1064,16 @@ extern "C" int fakecuda_end_capture(void) {
 
 extern "C" void fakecuda_set_copy_delay_us(unsigned microseconds) {
   st().copy_delay_us = microseconds;
+}
+
+extern "C" int fakecuda_kernel_access(int device, uint64_t ptr, uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(st().mu);
+  if (!st().initialized || !valid_device(device)) return 0;
+  return device_can_access(device, ptr, bytes) ? 1 : 0;
+}
+
+extern "C" int fakecuda_peer_enabled(int accessor, int owner) {
+  std::lock_guard<std::mutex> lock(st().mu);
+  if (!valid_device(accessor) || !valid_device(owner)) return 0;
+  return st().peer[accessor][owner] ? 1 : 0;
 }

@@ -1,10 +1,91 @@
 // An emulated CUDA runtime (libcudart.so.13) over the emulated driver: the subset that the test
-// programs and gpusleep's hooks call. Like the real runtime it keeps a current device per thread
-// and makes that device's primary context current on first use.
+// programs and gpusleep's hooks call. Like the real runtime it keeps a current device per thread,
+// makes that device's primary context current on first use, and reaches the driver only through
+// entry points: it loads libcuda.so.1, looks up cuGetProcAddress_v2 with dlsym and asks it for
+// every other function.
 #include <cuda.h>
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 
+#include <cstring>
+
+#undef cuGetProcAddress
 namespace {
+
+constexpr int kDriverVersionAsked = 13000;
+
+// The driver functions this runtime calls, as it obtained them.
+struct DriverTable {
+  CUresult init = CUDA_ERROR_NOT_INITIALIZED;
+  decltype(&::cuGetProcAddress_v2) getProcAddress = nullptr;
+  decltype(&::cuInit) cuInit = nullptr;
+  decltype(&::cuDeviceGetCount) cuDeviceGetCount = nullptr;
+  decltype(&::cuDevicePrimaryCtxRetain) cuDevicePrimaryCtxRetain = nullptr;
+  decltype(&::cuCtxGetCurrent) cuCtxGetCurrent = nullptr;
+  decltype(&::cuCtxSetCurrent) cuCtxSetCurrent = nullptr;
+  decltype(&::cuCtxGetDevice) cuCtxGetDevice = nullptr;
+  decltype(&::cuCtxSynchronize) cuCtxSynchronize = nullptr;
+  decltype(&::cuCtxEnablePeerAccess) cuCtxEnablePeerAccess = nullptr;
+  decltype(&::cuCtxDisablePeerAccess) cuCtxDisablePeerAccess = nullptr;
+  decltype(&::cuMemAlloc_v2) cuMemAlloc = nullptr;
+  decltype(&::cuMemAllocPitch_v2) cuMemAllocPitch = nullptr;
+  decltype(&::cuMemFree_v2) cuMemFree = nullptr;
+  decltype(&::cuMemAllocAsync) cuMemAllocAsync = nullptr;
+  decltype(&::cuMemFreeAsync) cuMemFreeAsync = nullptr;
+  decltype(&::cuIpcGetMemHandle) cuIpcGetMemHandle = nullptr;
+  decltype(&::cuMemcpyHtoD_v2) cuMemcpyHtoD = nullptr;
+  decltype(&::cuMemcpyDtoH_v2) cuMemcpyDtoH = nullptr;
+  decltype(&::cuMemsetD8_v2) cuMemsetD8 = nullptr;
+  decltype(&::cuMemGetInfo_v2) cuMemGetInfo = nullptr;
+};
+
+template <typename F>
+bool entry(const DriverTable& t, const char* name, F* out) {
+  void* p = nullptr;
+  CUdriverProcAddressQueryResult status;
+  if (t.getProcAddress(name, &p, kDriverVersionAsked, CU_GET_PROC_ADDRESS_DEFAULT, &status) !=
+      CUDA_SUCCESS) {
+    return false;
+  }
+  *out = reinterpret_cast<F>(p);
+  return p != nullptr;
+}
+
+const DriverTable& drv() {
+  static const DriverTable table = [] {
+    DriverTable t;
+    void* lib = dlopen("libcuda.so.1", RTLD_NOW);
+    if (lib == nullptr) {
+      t.init = CUDA_ERROR_NO_DEVICE;
+      return t;
+    }
+    t.getProcAddress = reinterpret_cast<decltype(t.getProcAddress)>(dlsym(lib, "cuGetProcAddress_v2"));
+    if (t.getProcAddress == nullptr) {
+      t.init = CUDA_ERROR_NO_DEVICE;
+      return t;
+    }
+    bool ok = entry(t, "cuInit", &t.cuInit) && entry(t, "cuDeviceGetCount", &t.cuDeviceGetCount) &&
+              entry(t, "cuDevicePrimaryCtxRetain", &t.cuDevicePrimaryCtxRetain) &&
+              entry(t, "cuCtxGetCurrent", &t.cuCtxGetCurrent) &&
+              entry(t, "cuCtxSetCurrent", &t.cuCtxSetCurrent) &&
+              entry(t, "cuCtxGetDevice", &t.cuCtxGetDevice) &&
+              entry(t, "cuCtxSynchronize", &t.cuCtxSynchronize) &&
+              entry(t, "cuCtxEnablePeerAccess", &t.cuCtxEnablePeerAccess) &&
+              entry(t, "cuCtxDisablePeerAccess", &t.cuCtxDisablePeerAccess) &&
+              entry(t, "cuMemAlloc", &t.cuMemAlloc) &&
+              entry(t, "cuMemAllocPitch", &t.cuMemAllocPitch) &&
+              entry(t, "cuMemFree", &t.cuMemFree) &&
+              entry(t, "cuMemAllocAsync", &t.cuMemAllocAsync) &&
+              entry(t, "cuMemFreeAsync", &t.cuMemFreeAsync) &&
+              entry(t, "cuIpcGetMemHandle", &t.cuIpcGetMemHandle) &&
+              entry(t, "cuMemcpyHtoD", &t.cuMemcpyHtoD) &&
+              entry(t, "cuMemcpyDtoH", &t.cuMemcpyDtoH) &&
+              entry(t, "cuMemsetD8", &t.cuMemsetD8) && entry(t, "cuMemGetInfo", &t.cuMemGetInfo);
+    t.init = ok ? t.cuInit(0) : CUDA_ERROR_NOT_INITIALIZED;
+    return t;
+  }();
+  return table;
+}
 
 thread_local int t_device = 0;
 thread_local cudaError_t t_last_error = cudaSuccess;
@@ -21,6 +102,14 @@ cudaError_t to_runtime(CUresult rc) {
       return cudaErrorNoDevice;
     case CUDA_ERROR_INVALID_VALUE:
       return cudaErrorInvalidValue;
+    case CUDA_ERROR_NOT_SUPPORTED:
+      return cudaErrorNotSupported;
+    case CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED:
+      return cudaErrorPeerAccessAlreadyEnabled;
+    case CUDA_ERROR_PEER_ACCESS_NOT_ENABLED:
+      return cudaErrorPeerAccessNotEnabled;
+    case CUDA_ERROR_NOT_FOUND:
+      return cudaErrorSymbolNotFound;
     default:
       return cudaErrorUnknown;
   }
@@ -33,25 +122,25 @@ cudaError_t record(cudaError_t e) {
 
 // Initializes the driver and makes the current device's primary context current.
 cudaError_t ensure_context() {
-  static const CUresult init = cuInit(0);
-  if (init != CUDA_SUCCESS) return to_runtime(init);
+  const DriverTable& d = drv();
+  if (d.init != CUDA_SUCCESS) return to_runtime(d.init);
   CUcontext current = nullptr;
-  cuCtxGetCurrent(&current);
+  d.cuCtxGetCurrent(&current);
   if (current != nullptr) {
     CUdevice dev = -1;
-    if (cuCtxGetDevice(&dev) == CUDA_SUCCESS && dev == t_device) return cudaSuccess;
+    if (d.cuCtxGetDevice(&dev) == CUDA_SUCCESS && dev == t_device) return cudaSuccess;
   }
   CUcontext primary = nullptr;
-  if (CUresult rc = cuDevicePrimaryCtxRetain(&primary, t_device)) return to_runtime(rc);
-  return to_runtime(cuCtxSetCurrent(primary));
+  if (CUresult rc = d.cuDevicePrimaryCtxRetain(&primary, t_device)) return to_runtime(rc);
+  return to_runtime(d.cuCtxSetCurrent(primary));
 }
 
 }  // namespace
 
 cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
-  static const CUresult init = cuInit(0);
-  if (init != CUDA_SUCCESS) return record(to_runtime(init));
-  return record(to_runtime(cuDeviceGetCount(count)));
+  const DriverTable& d = drv();
+  if (d.init != CUDA_SUCCESS) return record(to_runtime(d.init));
+  return record(to_runtime(d.cuDeviceGetCount(count)));
 }
 
 cudaError_t CUDARTAPI cudaGetDevice(int* device) {
@@ -76,7 +165,7 @@ cudaError_t CUDARTAPI cudaMalloc(void** ptr, size_t size) {
   }
   if (cudaError_t e = ensure_context()) return record(e);
   CUdeviceptr p = 0;
-  CUresult rc = cuMemAlloc(&p, size);
+  CUresult rc = drv().cuMemAlloc(&p, size);
   *ptr = rc == CUDA_SUCCESS ? reinterpret_cast<void*>(p) : nullptr;
   return record(to_runtime(rc));
 }
@@ -84,17 +173,17 @@ cudaError_t CUDARTAPI cudaMalloc(void** ptr, size_t size) {
 cudaError_t CUDARTAPI cudaFree(void* ptr) {
   if (cudaError_t e = ensure_context()) return record(e);
   if (ptr == nullptr) return cudaSuccess;
-  cuCtxSynchronize();
-  return record(to_runtime(cuMemFree(reinterpret_cast<CUdeviceptr>(ptr))));
+  drv().cuCtxSynchronize();
+  return record(to_runtime(drv().cuMemFree(reinterpret_cast<CUdeviceptr>(ptr))));
 }
 
 cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
   if (cudaError_t e = ensure_context()) return record(e);
   switch (kind) {
     case cudaMemcpyHostToDevice:
-      return record(to_runtime(cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, count)));
+      return record(to_runtime(drv().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(dst), src, count)));
     case cudaMemcpyDeviceToHost:
-      return record(to_runtime(cuMemcpyDtoH(dst, reinterpret_cast<CUdeviceptr>(src), count)));
+      return record(to_runtime(drv().cuMemcpyDtoH(dst, reinterpret_cast<CUdeviceptr>(src), count)));
     default:
       return record(cudaErrorInvalidMemcpyDirection);
   }
@@ -103,17 +192,91 @@ cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count, cudaM
 cudaError_t CUDARTAPI cudaMemset(void* dst, int value, size_t count) {
   if (cudaError_t e = ensure_context()) return record(e);
   return record(to_runtime(
-      cuMemsetD8(reinterpret_cast<CUdeviceptr>(dst), static_cast<unsigned char>(value), count)));
+      drv().cuMemsetD8(reinterpret_cast<CUdeviceptr>(dst), static_cast<unsigned char>(value), count)));
 }
 
 cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   if (cudaError_t e = ensure_context()) return record(e);
-  return record(to_runtime(cuMemGetInfo(free_bytes, total_bytes)));
+  return record(to_runtime(drv().cuMemGetInfo(free_bytes, total_bytes)));
 }
 
 cudaError_t CUDARTAPI cudaDeviceSynchronize(void) {
   if (cudaError_t e = ensure_context()) return record(e);
-  return record(to_runtime(cuCtxSynchronize()));
+  return record(to_runtime(drv().cuCtxSynchronize()));
+}
+
+cudaError_t CUDARTAPI cudaMallocPitch(void** ptr, size_t* pitch, size_t width, size_t height) {
+  if (ptr == nullptr) return record(cudaErrorInvalidValue);
+  if (cudaError_t e = ensure_context()) return record(e);
+  CUdeviceptr p = 0;
+  CUresult rc = drv().cuMemAllocPitch(&p, pitch, width, height, 4);
+  *ptr = rc == CUDA_SUCCESS ? reinterpret_cast<void*>(p) : nullptr;
+  return record(to_runtime(rc));
+}
+
+cudaError_t CUDARTAPI cudaMallocAsync(void** ptr, size_t size, cudaStream_t stream) {
+  if (ptr == nullptr) return record(cudaErrorInvalidValue);
+  if (cudaError_t e = ensure_context()) return record(e);
+  CUdeviceptr p = 0;
+  CUresult rc = drv().cuMemAllocAsync(&p, size, reinterpret_cast<CUstream>(stream));
+  *ptr = rc == CUDA_SUCCESS ? reinterpret_cast<void*>(p) : nullptr;
+  return record(to_runtime(rc));
+}
+
+cudaError_t CUDARTAPI cudaFreeAsync(void* ptr, cudaStream_t stream) {
+  if (cudaError_t e = ensure_context()) return record(e);
+  return record(to_runtime(
+      drv().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(ptr), reinterpret_cast<CUstream>(stream))));
+}
+
+cudaError_t CUDARTAPI cudaDeviceEnablePeerAccess(int peer, unsigned int flags) {
+  if (cudaError_t e = ensure_context()) return record(e);
+  CUcontext peer_ctx = nullptr;
+  if (CUresult rc = drv().cuDevicePrimaryCtxRetain(&peer_ctx, peer)) return record(to_runtime(rc));
+  return record(to_runtime(drv().cuCtxEnablePeerAccess(peer_ctx, flags)));
+}
+
+cudaError_t CUDARTAPI cudaDeviceDisablePeerAccess(int peer) {
+  if (cudaError_t e = ensure_context()) return record(e);
+  CUcontext peer_ctx = nullptr;
+  if (CUresult rc = drv().cuDevicePrimaryCtxRetain(&peer_ctx, peer)) return record(to_runtime(rc));
+  return record(to_runtime(drv().cuCtxDisablePeerAccess(peer_ctx)));
+}
+
+cudaError_t CUDARTAPI cudaIpcGetMemHandle(cudaIpcMemHandle_t* handle, void* ptr) {
+  if (handle == nullptr) return record(cudaErrorInvalidValue);
+  if (cudaError_t e = ensure_context()) return record(e);
+  CUipcMemHandle h;
+  CUresult rc = drv().cuIpcGetMemHandle(&h, reinterpret_cast<CUdeviceptr>(ptr));
+  if (rc == CUDA_SUCCESS) std::memcpy(handle, &h, sizeof(h));
+  return record(to_runtime(rc));
+}
+
+cudaError_t CUDARTAPI cudaRuntimeGetVersion(int* version) {
+  if (version == nullptr) return record(cudaErrorInvalidValue);
+  *version = 13000;
+  return cudaSuccess;
+}
+
+// Entry points as the real runtime hands them out: whatever the driver's cuGetProcAddress gives.
+cudaError_t CUDARTAPI cudaGetDriverEntryPointByVersion(const char* symbol, void** fn,
+                                                       unsigned int version,
+                                                       unsigned long long flags,
+                                                       cudaDriverEntryPointQueryResult* status) {
+  if (fn == nullptr || symbol == nullptr) return record(cudaErrorInvalidValue);
+  const DriverTable& d = drv();
+  if (d.init != CUDA_SUCCESS) return record(to_runtime(d.init));
+  CUdriverProcAddressQueryResult drv_status = CU_GET_PROC_ADDRESS_SUCCESS;
+  CUresult rc = d.getProcAddress(symbol, fn, static_cast<int>(version), flags, &drv_status);
+  if (status) *status = static_cast<cudaDriverEntryPointQueryResult>(drv_status);
+  if (rc == CUDA_ERROR_NOT_FOUND) return cudaSuccess;  // the status says which way it failed
+  return record(to_runtime(rc));
+}
+
+cudaError_t CUDARTAPI cudaGetDriverEntryPoint(const char* symbol, void** fn,
+                                              unsigned long long flags,
+                                              cudaDriverEntryPointQueryResult* status) {
+  return cudaGetDriverEntryPointByVersion(symbol, fn, kDriverVersionAsked, flags, status);
 }
 
 cudaError_t CUDARTAPI cudaGetLastError(void) {

@@ -37,6 +37,12 @@ int fakecuda_end_capture(void);
  * or wake lasts long enough for tests to act during it. */
 void fakecuda_set_copy_delay_us(unsigned microseconds);
 
+/* Whether a kernel running on `device` may read and write [ptr, ptr+bytes): peer access for
+ * plain allocations, per-device access of virtual-memory mappings. */
+int fakecuda_kernel_access(int device, uint64_t ptr, uint64_t bytes);
+/* Whether cuCtxEnablePeerAccess let `accessor` reach `owner`'s plain allocations. */
+int fakecuda_peer_enabled(int accessor, int owner);
+
 #ifdef __cplusplus
 }
 #endif
