@@ -1,8 +1,10 @@
-// A CUDA program that knows nothing of gpusleep: it allocates with cudaMalloc (the dynamic
-// runtime), fills buffers by kernel, captures a CUDA graph over them and replays it. The GPU test
-// drives it over stdin:
+// A CUDA program that knows nothing of gpusleep: it allocates with cudaMalloc, fills buffers by
+// kernel, captures a CUDA graph over them and replays it. It is built twice: with the dynamic
+// runtime, and with nvcc's default static runtime (which reaches the driver only through
+// cuGetProcAddress). The GPU test drives it over stdin:
 //   verify   check every input element against its formula and replay the graph into a cleared
 //            output: "OK verify inputs=match|mismatch:N graph=match|differs"
+//   ipc      cudaIpcGetMemHandle on its first buffer: "OK ipc <error name>"
 //   exit
 // Arguments: --mib N (size of each of the two inputs, default 1024), --chunks K (each input is K
 // separate allocations, default 1; the output is the size of one chunk).
@@ -97,6 +99,14 @@ int main(int argc, char** argv) {
     if (line == "exit") {
       std::printf("OK exit\n");
       return 0;
+    }
+    if (line == "ipc") {  // legacy IPC on the program's own buffer
+      cudaIpcMemHandle_t handle;
+      cudaError_t e = cudaIpcGetMemHandle(&handle, inputs[0].chunks[0]);
+      cudaGetLastError();
+      std::printf("OK ipc %s\n", cudaGetErrorName(e));
+      std::fflush(stdout);
+      continue;
     }
     if (line != "verify") {
       std::printf("ERR unknown command\n");

@@ -14,7 +14,11 @@ from harness import Host, have_gpu, nvidia_free_bytes, run_cli  # noqa: E402
 
 CLI = os.environ.get("GPUSLEEP_TEST_CLI", "")
 GRAPH_PROGRAM = os.environ.get("GPUSLEEP_TEST_GRAPH_PROGRAM", "")
-TORCH_PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_program.py")
+STATIC_PROGRAM = os.environ.get("GPUSLEEP_TEST_STATIC_PROGRAM", "")
+HERE = os.path.dirname(os.path.abspath(__file__))
+TORCH_PROGRAM = os.path.join(HERE, "torch_program.py")
+CUPY_PROGRAM = os.path.join(HERE, "cupy_program.py")
+JAX_PROGRAM = os.path.join(HERE, "jax_program.py")
 GiB = 1 << 30
 
 
@@ -61,6 +65,42 @@ class GpuTest(unittest.TestCase):
     def tag_states(self, pid):
         status = self.cli("status", "--pid", str(pid))["result"]
         return {t["tag"]: t for t in status["tags"]}
+
+    def need_python_module(self, module):
+        try:
+            subprocess.run([sys.executable, "-c", f"import {module}"], check=True,
+                           capture_output=True, timeout=300)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            self.skipTest(f"{module} is not available")
+
+    def cycle_program(self, host, label, cycles=2, output="output"):
+        """Sleeps and wakes a program that answers "verify" with "inputs=match output=match"
+        (`output` names its second field):
+        the bytes in its regions are released (seen from outside), the bytes it manages itself
+        are reported as such, and every answer after wake is bit-identical. Returns the status
+        taken before the first sleep."""
+        self.assertIn("inputs=match", host.send("verify"))
+        status = self.cli("status", "--pid", str(host.pid))["result"]
+        managed = status["totals"]["bytes"]
+        unsleepable = {u["kind"]: u["bytes"] for u in status["unsleepable"]}
+        for cycle in range(1, cycles + 1):
+            free_before = nvidia_free_bytes()
+            slept = self.cli("sleep", "--pid", str(host.pid))["result"]
+            freed = nvidia_free_bytes() - free_before
+            self.assertEqual(slept["bytes"], managed)
+            self.assertGreaterEqual(freed, 0.99 * managed - (2 << 20),
+                                    f"freed {freed} of {managed} bytes")
+            woke = self.cli("wake", "--pid", str(host.pid))["result"]
+            self.assertEqual(woke["bytes"], managed)
+            answer = host.send("verify")
+            self.assertIn("inputs=match", answer)
+            self.assertIn(f"{output}=match", answer)
+            summary(f"{label} cycle {cycle}: slept {managed / GiB:.2f} GiB in regions (driver saw "
+                    f"{freed / GiB:.2f} GiB freed) in {slept['duration_ms']:.1f} ms, woke in "
+                    f"{woke['duration_ms']:.1f} ms; not sleepable: "
+                    + ", ".join(f"{k} {v / GiB:.2f} GiB" for k, v in unsleepable.items() if v)
+                    + "; results bit-identical")
+        return status
 
 
 class GraphProgram(GpuTest):
@@ -148,6 +188,68 @@ class TorchProgram(GpuTest):
         self.assertEqual(host.send("verify"), "OK verify weights=match output=match")
         summary(f"torch kv-only: released {kv_bytes / GiB:.2f} GiB, driver saw "
                 f"{slept['freed_bytes'] / GiB:.2f} GiB freed")
+
+
+class StaticRuntimeProgram(GpuTest):
+    def test_static_runtime_program_sleeps_and_wakes_and_legacy_ipc_is_refused(self):
+        host = self.start([STATIC_PROGRAM, "--mib", "1024", "--chunks", "4"], tag="weights")
+        host.expect("READY", timeout=300)
+        status = self.cycle_program(host, "static-runtime program", output="graph")
+        self.assertGreaterEqual(status["totals"]["bytes"], 2 * GiB)
+        self.assertEqual(host.send("ipc"), "OK ipc cudaErrorNotSupported")
+        self.assertIn("legacy IPC", host.stderr())
+        self.assertIn("inputs=match graph=match", host.send("verify"))
+
+
+class CupyProgram(GpuTest):
+    def test_cupy_arrays_sleep_and_wake_bit_identical(self):
+        self.need_python_module("cupy")
+        host = self.start([sys.executable, CUPY_PROGRAM, "4"], tag="weights")
+        host.expect("READY", timeout=600)
+        status = self.cycle_program(host, "cupy")
+        self.assertGreaterEqual(status["totals"]["bytes"], 4 * GiB)
+
+
+class JaxProgram(GpuTest):
+    def test_jax_with_default_preallocation_is_unharmed_and_reported(self):
+        self.need_python_module("jax")
+        host = self.start([sys.executable, JAX_PROGRAM], tag="weights")
+        ready = host.expect("READY", timeout=600)
+        self.assertIn("backend=gpu", ready)
+        status = self.cycle_program(host, "jax")
+        unsleepable = {u["kind"]: u["bytes"] for u in status["unsleepable"]}
+        # XLA preallocates 75% of the device; whichever path it took, all of it is accounted for.
+        accounted = status["totals"]["bytes"] + sum(unsleepable.values())
+        total = status["devices"][0]["total_bytes"]
+        self.assertGreaterEqual(accounted, 0.7 * total, f"status: {status}")
+
+
+class TorchExpandableSegments(GpuTest):
+    def test_expandable_segments_are_unharmed_and_reported(self):
+        self.need_python_module("torch")
+        self.env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+        host = self.start([sys.executable, TORCH_PROGRAM, "--layers", "4", "--dim", "4096",
+                           "--kv-gib", "2"], tag="weights")
+        for phase in ("kv", "graph"):
+            host.expect("PHASE", timeout=300)
+            host.send("go", expect=None)
+        host.expect("PHASE", timeout=300)
+        host.send("go", expect="READY", timeout=300)
+        answer = host.send("verify")
+        self.assertEqual(answer, "OK verify weights=match output=match")
+        status = self.cli("status", "--pid", str(host.pid))["result"]
+        unsleepable = {u["kind"]: u["bytes"] for u in status["unsleepable"]}
+        self.assertGreaterEqual(unsleepable["application_vmm"], 2 * GiB)
+        free_before = nvidia_free_bytes()
+        slept = self.cli("sleep", "--pid", str(host.pid))["result"]
+        freed = nvidia_free_bytes() - free_before
+        self.assertEqual(slept["bytes"], status["totals"]["bytes"])
+        self.cli("wake", "--pid", str(host.pid))
+        self.assertEqual(host.send("verify"), "OK verify weights=match output=match")
+        summary(f"torch expandable_segments: {unsleepable['application_vmm'] / GiB:.2f} GiB in "
+                f"the program's own cuMemCreate segments reported not sleepable; "
+                f"{slept['bytes'] / GiB:.2f} GiB in regions slept (driver saw {freed / GiB:.2f} "
+                f"GiB freed); outputs bit-identical after wake")
 
 
 if __name__ == "__main__":
