@@ -236,6 +236,7 @@ Json Handler::regions(const protocol::Request& req) {
          {"policy", policy_name(asleep ? r.slept_policy : engine_->policies().for_tag(r.tag))},
          {"mirror_bytes", r.mirror_bytes},
          {"call_site", describe_call_site(r.call_site)},
+         {"adopted", r.adopted},
          {"created_at", r.created_at}});
   }
   return protocol::ok_reply(req.id, Json{{"regions", list}});

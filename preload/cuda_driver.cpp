@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include <cstdio>
+#include <cstring>
 
 namespace gpusleep {
 
@@ -254,6 +255,17 @@ DrvStatus CudaDriver::create(int device, std::size_t size, PhysHandle* handle) {
   return rc;
 }
 
+DrvStatus CudaDriver::create_like(const void* prop, std::size_t prop_size, std::size_t size,
+                                  PhysHandle* handle) {
+  if (prop == nullptr || prop_size != sizeof(CUmemAllocationProp)) return CUDA_ERROR_INVALID_VALUE;
+  CUmemAllocationProp p;
+  std::memcpy(&p, prop, sizeof p);
+  CUmemGenericAllocationHandle h = 0;
+  CUresult rc = api_->cuMemCreate(&h, size, &p, 0);
+  *handle = h;
+  return rc;
+}
+
 DrvStatus CudaDriver::release(PhysHandle handle) {
   return api_->cuMemRelease(handle);
 }
@@ -271,6 +283,14 @@ DrvStatus CudaDriver::set_access(DevicePtr va, std::size_t size, int device) {
   desc.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
   desc.location.id = device;
   desc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  return api_->cuMemSetAccess(va, size, &desc, 1);
+}
+
+DrvStatus CudaDriver::set_access_flags(DevicePtr va, std::size_t size, int device, int flags) {
+  CUmemAccessDesc desc{};
+  desc.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  desc.location.id = device;
+  desc.flags = static_cast<CUmemAccess_flags>(flags);
   return api_->cuMemSetAccess(va, size, &desc, 1);
 }
 

@@ -34,10 +34,13 @@ class CudaDriver final : public Driver {
   DrvStatus reserve(std::size_t size, std::size_t alignment, DevicePtr* va) override;
   DrvStatus unreserve(DevicePtr va, std::size_t size) override;
   DrvStatus create(int device, std::size_t size, PhysHandle* handle) override;
+  DrvStatus create_like(const void* prop, std::size_t prop_size, std::size_t size,
+                        PhysHandle* handle) override;
   DrvStatus release(PhysHandle handle) override;
   DrvStatus map(DevicePtr va, std::size_t size, PhysHandle handle) override;
   DrvStatus unmap(DevicePtr va, std::size_t size) override;
   DrvStatus set_access(DevicePtr va, std::size_t size, int device) override;
+  DrvStatus set_access_flags(DevicePtr va, std::size_t size, int device, int flags) override;
   DrvStatus host_register(void* ptr, std::size_t size) override;
   DrvStatus host_unregister(void* ptr) override;
   DrvStatus stream_create(Stream* stream) override;

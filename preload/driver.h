@@ -61,6 +61,10 @@ class Driver {
   // Creates `size` bytes of physical memory on `device` (size a multiple of the granularity),
   // GPUDirect RDMA capable where the device supports that. kDrvOutOfMemory when none is left.
   virtual DrvStatus create(int device, std::size_t size, PhysHandle* handle) = 0;
+  // Creates `size` bytes of physical memory with the allocation properties `prop` (the driver's
+  // property structure, `prop_size` bytes, as a program passed it), for memory a program created.
+  virtual DrvStatus create_like(const void* prop, std::size_t prop_size, std::size_t size,
+                                PhysHandle* handle) = 0;
   // Drops the handle; the memory is freed once no mapping uses it.
   virtual DrvStatus release(PhysHandle handle) = 0;
   // Maps all of `handle` at `va` (inside a reservation). The mapping is inaccessible until
@@ -70,6 +74,8 @@ class Driver {
   virtual DrvStatus unmap(DevicePtr va, std::size_t size) = 0;
   // Grants `device` read-write access to a mapped range.
   virtual DrvStatus set_access(DevicePtr va, std::size_t size, int device) = 0;
+  // Sets `device`'s access to a mapped range to `flags` (the driver's access flags).
+  virtual DrvStatus set_access_flags(DevicePtr va, std::size_t size, int device, int flags) = 0;
 
   // Page-locks `size` bytes of host memory at `ptr` for fast copies from any context.
   virtual DrvStatus host_register(void* ptr, std::size_t size) = 0;

@@ -66,7 +66,25 @@
      unsigned long long flags),                                                                  \
     (ptr, size, offset, handle, flags))                                                          \
   X(CUresult, cuMemUnmap, "cuMemUnmap", 10020, kNoLimit, kAny, (CUdeviceptr ptr, size_t size),   \
-    (ptr, size))
+    (ptr, size))                                                                                 \
+  X(CUresult, cuMemSetAccess, "cuMemSetAccess", 10020, kNoLimit, kAny,                           \
+    (CUdeviceptr ptr, size_t size, const CUmemAccessDesc* desc, size_t count),                   \
+    (ptr, size, desc, count))                                                                    \
+  X(CUresult, cuMemRetainAllocationHandle, "cuMemRetainAllocationHandle", 11000, kNoLimit, kAny, \
+    (CUmemGenericAllocationHandle * handle, void* addr), (handle, addr))                         \
+  X(CUresult, cuMemGetAllocationPropertiesFromHandle, "cuMemGetAllocationPropertiesFromHandle",  \
+    10020, kNoLimit, kAny, (CUmemAllocationProp * prop, CUmemGenericAllocationHandle handle),     \
+    (prop, handle))                                                                              \
+  X(CUresult, cuMemExportToShareableHandle, "cuMemExportToShareableHandle", 10020, kNoLimit,     \
+    kAny,                                                                                        \
+    (void* shareableHandle, CUmemGenericAllocationHandle handle,                                 \
+     CUmemAllocationHandleType handleType, unsigned long long flags),                            \
+    (shareableHandle, handle, handleType, flags))                                                \
+  X(CUresult, cuMulticastBindMem, "cuMulticastBindMem", 12010, kNoLimit, kAny,                   \
+    (CUmemGenericAllocationHandle mcHandle, size_t mcOffset,                                     \
+     CUmemGenericAllocationHandle memHandle, size_t memOffset, size_t size,                      \
+     unsigned long long flags),                                                                  \
+    (mcHandle, mcOffset, memHandle, memOffset, size, flags))
 
 namespace gpusleep::driver_hooks {
 

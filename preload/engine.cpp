@@ -82,8 +82,9 @@ Engine::Engine(Driver& driver, const Options& options)
 }
 
 Engine::~Engine() {
-  for (const RegionInfo& r : table_.snapshot())
-    free(r.va);
+  for (const RegionInfo& r : table_.snapshot()) {
+    if (!r.adopted) free(r.va);
+  }
 }
 
 void Engine::relax_this_thread() {
@@ -189,6 +190,8 @@ AllocOutcome Engine::allocate(std::size_t size, int device, std::uintptr_t call_
 }
 
 FreeOutcome Engine::free(DevicePtr va) {
+  std::shared_ptr<Region> existing = table_.find(va);
+  if (existing == nullptr || existing->adopted != nullptr) return FreeOutcome::kNotOurs;
   std::shared_ptr<Region> region = table_.remove_when_idle(va);
   if (region == nullptr) return FreeOutcome::kNotOurs;
   ContextRestorer restore(driver_);
@@ -397,7 +400,9 @@ OpResult Engine::sleep(const SleepRequest& request) {
                static_cast<unsigned long long>(r.id), driver_.describe(urc).c_str());
       kept.push_back(claimed[i]);
     } else {
-      if (DrvStatus rrc = driver_.release(r.handle)) {
+      // A handle the program released lives on its mapping alone: unmapping freed it.
+      const bool holds_ref = r.adopted == nullptr || r.adopted->refs > 0;
+      if (DrvStatus rrc = holds_ref ? driver_.release(r.handle) : kDrvOk) {
         GS_ERROR("sleep: release of region %llu failed: %s", static_cast<unsigned long long>(r.id),
                  driver_.describe(rrc).c_str());
       }
@@ -500,7 +505,10 @@ OpResult Engine::wake(const WakeRequest& request) {
   for (std::size_t i = 0; i < n; ++i) {
     Region& r = *claimed[i];
     driver_.set_context(r.ctx);
-    DrvStatus rc = driver_.create(r.device, r.mapped, &handles[i]);
+    DrvStatus rc = r.adopted != nullptr
+                       ? driver_.create_like(r.adopted->prop.data(), r.adopted->prop.size(),
+                                             r.mapped, &handles[i])
+                       : driver_.create(r.device, r.mapped, &handles[i]);
     if (rc == kDrvOk) continue;
     handles[i] = 0;
     release_handles(claimed, handles, mapped);
@@ -547,7 +555,13 @@ OpResult Engine::wake(const WakeRequest& request) {
     map_rc = driver_.map(r.va, r.mapped, handles[i]);
     if (map_rc == kDrvOk) {
       mapped[i] = true;
-      map_rc = driver_.set_access(r.va, r.mapped, r.device);
+      if (r.adopted != nullptr) {  // the access the program granted, as it granted it
+        for (const auto& [device, flags] : r.adopted->access) {
+          if (map_rc == kDrvOk) map_rc = driver_.set_access_flags(r.va, r.mapped, device, flags);
+        }
+      } else {
+        map_rc = driver_.set_access(r.va, r.mapped, r.device);
+      }
       if (map_rc == kDrvOk) grant_accessors(r.va, r.mapped, accessors[r.device]);
     }
     map_seconds += monotonic_seconds() - u;
@@ -577,6 +591,8 @@ OpResult Engine::wake(const WakeRequest& request) {
   for (std::size_t i = 0; i < n; ++i) {
     Region& r = *claimed[i];
     r.handle = handles[i];
+    // A handle the program released lives on its mapping alone, as before the sleep.
+    if (r.adopted != nullptr && r.adopted->refs <= 0) driver_.release(r.handle);
     policies[i] = r.slept_policy;
     result.regions += 1;
     result.bytes += r.mapped;
@@ -628,49 +644,290 @@ void Engine::forget_foreign(ForeignKind kind, std::uint64_t key) {
   l.entries.erase(it);
 }
 
-void Engine::app_vmm_created(std::uint64_t handle, std::size_t bytes) {
-  std::lock_guard<std::mutex> lock(meta_mu_);
-  auto [it, inserted] = app_handles_.emplace(handle, AppHandle{bytes, false, 0});
-  if (!inserted) {  // a handle value reused after the driver dropped the old one unseen
-    app_bytes_ -= it->second.bytes;
-    it->second = AppHandle{bytes, false, 0};
+// ---- memory the program creates and maps itself ----
+
+bool Engine::app_key_taken(std::uint64_t value) const {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  return app_handles_.count(value) != 0;
+}
+
+void Engine::app_created(std::uint64_t key, std::size_t bytes, int device, const void* prop,
+                         std::size_t prop_size, std::uintptr_t call_site) {
+  const std::uint64_t id = next_id_++;
+  TagDecision decision = tagger_.decide(AllocationSite{bytes, device, id, call_site});
+  AppHandle h;
+  h.bytes = bytes;
+  h.device = device;
+  h.prop.assign(static_cast<const unsigned char*>(prop),
+                static_cast<const unsigned char*>(prop) + prop_size);
+  h.tag = decision.tag;
+  h.id = id;
+  h.call_site = call_site;
+  h.current = key;
+  if (decision.passthrough || device < 0) h.pinned = "left to the program";
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    known_tags_.insert(h.tag);
   }
-  app_bytes_ += bytes;
+  std::lock_guard<std::mutex> lock(app_mu_);
+  app_handles_[key] = std::move(h);
 }
 
-void Engine::drop_app_handle_if_gone(std::uint64_t handle) {
-  auto it = app_handles_.find(handle);
-  if (it == app_handles_.end() || !it->second.released || it->second.mappings > 0) return;
-  app_bytes_ -= it->second.bytes;
-  app_handles_.erase(it);
+Engine::AppState Engine::app_current(std::uint64_t key, PhysHandle* real) {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  auto it = app_handles_.find(key);
+  if (it == app_handles_.end()) return AppState::kUnknown;
+  AppHandle& h = it->second;
+  if (h.adopted == nullptr) {
+    *real = h.current;
+    return h.current != 0 ? AppState::kResident : AppState::kLost;
+  }
+  AppState state = AppState::kResident;
+  table_.with_idle(h.va, [&](Region& r) {
+    *real = r.handle;
+    if (r.state == RegionState::kAsleep) state = AppState::kAsleep;
+  });
+  return state;
 }
 
-void Engine::app_vmm_released(std::uint64_t handle) {
-  std::lock_guard<std::mutex> lock(meta_mu_);
-  auto it = app_handles_.find(handle);
+std::uint64_t Engine::app_key_of(PhysHandle real) const {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  for (const auto& [key, h] : app_handles_) {
+    if (h.adopted == nullptr && h.current == real) return key;
+    if (h.adopted != nullptr) {
+      std::shared_ptr<Region> r = table_.find(h.va);
+      if (r != nullptr && r->handle == real) return key;
+    }
+  }
+  return real;
+}
+
+bool Engine::unadopt(AppHandle& h, bool* asleep) {
+  *asleep = false;
+  if (h.adopted == nullptr) return true;
+  std::shared_ptr<Region> region = table_.remove_when_awake(h.va, asleep);
+  if (*asleep) return false;
+  if (region != nullptr) {
+    h.current = region->handle;
+    h.refs = h.adopted->refs;
+    preparer_.release(std::move(region->mirror));
+  }
+  h.adopted = nullptr;
+  return true;
+}
+
+Engine::AppState Engine::app_prepare_map(std::uint64_t key, PhysHandle* real) {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  auto it = app_handles_.find(key);
+  if (it == app_handles_.end()) return AppState::kUnknown;
+  AppHandle& h = it->second;
+  bool asleep = false;
+  if (h.mappings > 0 && !unadopt(h, &asleep)) return AppState::kAsleep;
+  if (h.adopted == nullptr && h.current == 0) {
+    // Unmapped while asleep, its contents are gone: give it fresh memory, as a discard would.
+    PhysHandle fresh = 0;
+    if (driver_.create_like(h.prop.data(), h.prop.size(), h.bytes, &fresh) != kDrvOk) {
+      return AppState::kLost;
+    }
+    h.current = fresh;
+    GS_WARN("handle 0x%llx was unmapped while asleep; it is mapped again with fresh memory",
+            static_cast<unsigned long long>(key));
+  }
+  *real = h.current;
+  return AppState::kResident;
+}
+
+void Engine::app_mapped(DevicePtr va, std::size_t size, std::size_t offset, std::uint64_t key) {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  auto it = app_handles_.find(key);
   if (it == app_handles_.end()) return;
-  it->second.released = true;
-  drop_app_handle_if_gone(handle);
+  AppHandle& h = it->second;
+  if (++h.mappings == 1) {
+    h.va = va;
+    h.map_size = size;
+    h.map_offset = offset;
+    h.access.clear();
+  }
+  app_mappings_[va] = key;
 }
 
-void Engine::app_vmm_mapped(DevicePtr va, std::uint64_t handle) {
-  std::lock_guard<std::mutex> lock(meta_mu_);
-  auto it = app_handles_.find(handle);
-  if (it == app_handles_.end()) return;  // imported or unknown: not this process's memory
-  ++it->second.mappings;
-  app_mappings_[va] = handle;
+bool Engine::app_access_allowed(DevicePtr va, std::size_t size) const {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  for (auto it = app_mappings_.lower_bound(va); it != app_mappings_.end() && it->first < va + size;
+       ++it) {
+    auto h = app_handles_.find(it->second);
+    if (h == app_handles_.end() || h->second.adopted == nullptr) continue;
+    std::optional<RegionInfo> info = table_.info_containing(it->first);
+    if (info && info->state != RegionState::kAwake) return false;
+  }
+  return true;
 }
 
-void Engine::app_vmm_unmapped(DevicePtr va) {
-  std::lock_guard<std::mutex> lock(meta_mu_);
+void Engine::app_access_set(DevicePtr va, std::size_t size,
+                            const std::vector<std::pair<int, int>>& device_flags) {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  for (auto it = app_mappings_.lower_bound(va); it != app_mappings_.end() && it->first < va + size;
+       ++it) {
+    auto hit = app_handles_.find(it->second);
+    if (hit == app_handles_.end()) continue;
+    AppHandle& h = hit->second;
+    if (h.mappings != 1 || h.va != it->first || h.va + h.map_size > va + size) continue;
+    for (const auto& [device, flags] : device_flags) {
+      auto a = std::find_if(h.access.begin(), h.access.end(),
+                            [device = device](const auto& e) { return e.first == device; });
+      if (a == h.access.end()) {
+        h.access.emplace_back(device, flags);
+      } else {
+        a->second = flags;
+      }
+    }
+    if (h.adopted != nullptr) {
+      // Sleep and wake read the access list only while they hold the region.
+      std::shared_ptr<AdoptedHandle> adopted = h.adopted;
+      table_.with_idle(h.va, [&](Region&) { adopted->access = h.access; });
+    } else {
+      adopt_if_eligible(h, hit->first);
+    }
+  }
+}
+
+void Engine::adopt_if_eligible(AppHandle& h, std::uint64_t key) {
+  constexpr int kReadWrite = 3;  // CU_MEM_ACCESS_FLAGS_PROT_READWRITE
+  if (h.pinned != nullptr || h.mappings != 1 || h.map_offset != 0 || h.map_size != h.bytes ||
+      h.current == 0) {
+    return;
+  }
+  bool own_access = std::any_of(h.access.begin(), h.access.end(), [&](const auto& e) {
+    return e.first == h.device && e.second == kReadWrite;
+  });
+  DeviceInfo info;
+  if (!own_access || !device_info(h.device, &info) || !info.vmm) return;
+  ContextRestorer restore(driver_);
+  Context ctx = nullptr;
+  if (driver_.ensure_context(h.device, &ctx) != kDrvOk) return;
+  auto adopted = std::make_shared<AdoptedHandle>();
+  adopted->key = key;
+  adopted->prop = h.prop;
+  adopted->access = h.access;
+  adopted->refs = h.refs;
+  auto region = std::make_shared<Region>();
+  region->id = h.id;
+  region->va = h.va;
+  region->size = h.bytes;
+  region->mapped = h.bytes;
+  region->device = h.device;
+  region->ctx = ctx;
+  region->call_site = h.call_site;
+  region->created_at = wall_seconds();
+  region->tag = h.tag;
+  region->handle = h.current;
+  region->adopted = adopted;
+  const bool offload = policies_.for_tag(h.tag) == Policy::kOffload;
+  if (offload) region->mirror = std::make_shared<Mirror>(driver_, mirror_size(h.bytes), ctx);
+  std::shared_ptr<Mirror> mirror = region->mirror;
+  {
+    std::lock_guard<std::mutex> peers_lock(peers_mu_);
+    table_.insert(std::move(region));
+  }
+  h.adopted = adopted;
+  h.current = 0;
+  if (offload && options_.eager_mirrors) preparer_.submit(mirror, false);
+  GS_DEBUG("region %llu: the program's handle 0x%llx (%zu bytes at 0x%llx on device %d), tag %s",
+           static_cast<unsigned long long>(h.id), static_cast<unsigned long long>(key), h.bytes,
+           static_cast<unsigned long long>(h.va), h.device, h.tag.c_str());
+}
+
+Engine::AppUnmap Engine::app_unmap(DevicePtr va) {
+  std::lock_guard<std::mutex> lock(app_mu_);
   auto m = app_mappings_.find(va);
-  if (m == app_mappings_.end()) return;
-  std::uint64_t handle = m->second;
+  if (m == app_mappings_.end()) return AppUnmap::kNotOurs;
+  const std::uint64_t key = m->second;
   app_mappings_.erase(m);
-  auto it = app_handles_.find(handle);
-  if (it == app_handles_.end()) return;
-  --it->second.mappings;
-  drop_app_handle_if_gone(handle);
+  auto it = app_handles_.find(key);
+  if (it == app_handles_.end()) return AppUnmap::kUnmapReal;
+  AppHandle& h = it->second;
+  AppUnmap out = AppUnmap::kUnmapReal;
+  if (h.adopted != nullptr && h.va == va) {
+    std::shared_ptr<Region> region = table_.remove_when_idle(va);
+    if (region != nullptr) {
+      h.refs = h.adopted->refs;
+      if (region->state == RegionState::kAsleep) {
+        out = AppUnmap::kAlreadyUnmapped;
+        h.current = 0;  // its memory went at sleep: nothing behind the handle now
+      } else {
+        h.current = region->handle;
+      }
+      preparer_.release(std::move(region->mirror));
+    }
+    h.adopted = nullptr;
+  }
+  --h.mappings;
+  if (h.va == va) h.va = 0;
+  drop_if_gone(key);
+  return out;
+}
+
+void Engine::drop_if_gone(std::uint64_t key) {
+  auto it = app_handles_.find(key);
+  if (it != app_handles_.end() && it->second.refs <= 0 && it->second.mappings <= 0) {
+    app_handles_.erase(it);
+  }
+}
+
+Engine::AppRelease Engine::app_release(std::uint64_t key, PhysHandle* real) {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  auto it = app_handles_.find(key);
+  if (it == app_handles_.end()) return AppRelease::kNotOurs;
+  AppHandle& h = it->second;
+  AppRelease out = AppRelease::kStillHeld;
+  if (h.adopted != nullptr) {
+    std::shared_ptr<AdoptedHandle> adopted = h.adopted;
+    table_.with_idle(h.va, [&](Region& r) {
+      if (--adopted->refs > 0) return;
+      // Asleep: the sleep already dropped the program's reference along with the memory.
+      out = r.state == RegionState::kAsleep ? AppRelease::kNothingToRelease
+                                            : AppRelease::kReleaseReal;
+      *real = r.handle;
+    });
+    h.refs = adopted->refs;
+  } else if (--h.refs <= 0) {
+    out = h.current != 0 ? AppRelease::kReleaseReal : AppRelease::kNothingToRelease;
+    *real = h.current;
+  }
+  drop_if_gone(key);
+  return out;
+}
+
+int Engine::app_retained(std::uint64_t key) {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  auto it = app_handles_.find(key);
+  if (it == app_handles_.end()) return 0;
+  AppHandle& h = it->second;
+  int before = h.refs;
+  if (h.adopted != nullptr) {
+    std::shared_ptr<AdoptedHandle> adopted = h.adopted;
+    table_.with_idle(h.va, [&](Region&) { before = adopted->refs++; });
+    h.refs = adopted->refs;
+  } else {
+    ++h.refs;
+  }
+  return before;
+}
+
+Engine::AppState Engine::app_pin(std::uint64_t key, const char* why, PhysHandle* real) {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  auto it = app_handles_.find(key);
+  if (it == app_handles_.end()) return AppState::kUnknown;
+  AppHandle& h = it->second;
+  bool asleep = false;
+  if (!unadopt(h, &asleep)) return AppState::kAsleep;
+  if (h.pinned == nullptr) {
+    h.pinned = why;
+    GS_INFO("the program's handle 0x%llx (%zu bytes) is %s: it stays awake from now on",
+            static_cast<unsigned long long>(key), h.bytes, why);
+  }
+  *real = h.current;
+  return h.current != 0 ? AppState::kResident : AppState::kLost;
 }
 
 std::vector<int> Engine::accessors_of(int owner) const {
@@ -745,11 +1002,21 @@ EngineStatus Engine::status() {
          "stream-ordered pool allocations (cudaMallocAsync, cuMemAllocAsync): the driver's pool "
          "owns that memory",
          so.entries.size(), so.bytes});
+  }
+  {
+    std::lock_guard<std::mutex> lock(app_mu_);
+    std::size_t count = 0;
+    std::size_t bytes = 0;
+    for (const auto& [key, h] : app_handles_) {
+      if (h.adopted != nullptr) continue;
+      ++count;
+      bytes += h.bytes;
+    }
     s.unsleepable.push_back(
         {"application_vmm",
-         "physical memory the program creates and maps itself (cuMemCreate: JAX/XLA, PyTorch "
-         "expandable_segments)",
-         app_handles_.size(), app_bytes_});
+         "physical memory the program creates itself (cuMemCreate) and maps other than once and "
+         "whole, exports to another process, or has not mapped yet",
+         count, bytes});
   }
   {
     std::lock_guard<std::mutex> lock(peers_mu_);

@@ -150,12 +150,39 @@ class Engine {
   // the pointer.
   void note_foreign(ForeignKind kind, std::uint64_t key, std::size_t bytes);
   void forget_foreign(ForeignKind kind, std::uint64_t key);
-  // Physical memory the program creates and maps itself: it lives while its handle is unreleased
-  // or any mapping of it remains, as the driver keeps it.
-  void app_vmm_created(std::uint64_t handle, std::size_t bytes);
-  void app_vmm_released(std::uint64_t handle);
-  void app_vmm_mapped(DevicePtr va, std::uint64_t handle);
-  void app_vmm_unmapped(DevicePtr va);
+  // ---- Physical memory the program creates and maps itself (cuMemCreate and kin) ----
+  // The hooks call these around the real driver calls. A handle mapped once, whole, with access
+  // granted is adopted as a region of its tag and sleeps like the library's own; any other use
+  // (several mappings, export to another process, multicast) leaves it awake and counted as not
+  // sleepable. The program keeps its handle value (the key); after a wake the driver's handle
+  // behind it is a new one, which app_current() translates to.
+  enum class AppState { kUnknown, kResident, kAsleep, kLost };
+  // Whether `value` is the key of a live handle (a new handle of that value must not reach the
+  // program).
+  bool app_key_taken(std::uint64_t value) const;
+  void app_created(std::uint64_t key, std::size_t bytes, int device, const void* prop,
+                   std::size_t prop_size, std::uintptr_t call_site);
+  // The driver handle behind `key` now. kLost: its contents went with an unmap while asleep.
+  AppState app_current(std::uint64_t key, PhysHandle* real);
+  // The key the program knows for the driver handle `real` (`real` itself if none).
+  std::uint64_t app_key_of(PhysHandle real) const;
+  // Before a cuMemMap of `key`: a second mapping un-adopts it. kAsleep: refuse the call.
+  AppState app_prepare_map(std::uint64_t key, PhysHandle* real);
+  void app_mapped(DevicePtr va, std::size_t size, std::size_t offset, std::uint64_t key);
+  // Before cuMemSetAccess: false when the range holds asleep memory (refuse the call).
+  bool app_access_allowed(DevicePtr va, std::size_t size) const;
+  void app_access_set(DevicePtr va, std::size_t size,
+                      const std::vector<std::pair<int, int>>& device_flags);
+  enum class AppUnmap { kNotOurs, kUnmapReal, kAlreadyUnmapped };
+  // Before cuMemUnmap at `va`: waits for a sleep or wake moving it.
+  AppUnmap app_unmap(DevicePtr va);
+  enum class AppRelease { kNotOurs, kReleaseReal, kNothingToRelease, kStillHeld };
+  AppRelease app_release(std::uint64_t key, PhysHandle* real);
+  // cuMemRetainAllocationHandle gave the program one more reference; returns the references it
+  // held before (0: the driver's new reference is the one now held on its behalf).
+  int app_retained(std::uint64_t key);
+  // Makes `key` not sleepable for good (`why`: "exported"...). kAsleep: refuse the call.
+  AppState app_pin(std::uint64_t key, const char* why, PhysHandle* real);
 
   // Peer access: kernels on `accessor` may use memory on `owner`. Grants every region on `owner`
   // access from `accessor` now, at each later allocation and after every wake. Waits for a sleep
@@ -233,13 +260,29 @@ class Engine {
   std::array<ForeignLedger, kForeignKinds> foreign_;
   struct AppHandle {
     std::size_t bytes = 0;
-    bool released = false;
+    int device = 0;
+    std::vector<unsigned char> prop;
+    std::string tag;
+    std::uint64_t id = 0;
+    std::uintptr_t call_site = 0;
+    int refs = 1;              // the program's references (create, retains, less releases)
+    PhysHandle current = 0;    // the driver's handle now, when not adopted (0: lost)
     int mappings = 0;
+    DevicePtr va = 0;          // its mapping when it has exactly one
+    std::size_t map_size = 0;
+    std::size_t map_offset = 0;
+    std::vector<std::pair<int, int>> access;  // (device, flags) granted on that mapping
+    const char* pinned = nullptr;             // why it may never sleep
+    std::shared_ptr<AdoptedHandle> adopted;   // set while it is a region at `va`
   };
+  // Guards the program's handles; taken before the region table's lock, never under op_mu_.
+  mutable std::mutex app_mu_;
   std::unordered_map<std::uint64_t, AppHandle> app_handles_;
-  std::unordered_map<DevicePtr, std::uint64_t> app_mappings_;
-  std::size_t app_bytes_ = 0;
-  void drop_app_handle_if_gone(std::uint64_t handle);  // caller holds meta_mu_
+  std::map<DevicePtr, std::uint64_t> app_mappings_;  // mapping address -> key
+  // Caller holds app_mu_.
+  void adopt_if_eligible(AppHandle& h, std::uint64_t key);
+  bool unadopt(AppHandle& h, bool* asleep);
+  void drop_if_gone(std::uint64_t key);
 
   // Lock order: op_mu_, then peers_mu_. Allocation holds peers_mu_ from granting access until
   // the region is in the table, so a concurrent grant_peer never misses it.

@@ -317,25 +317,60 @@ CUresult cuMemFreeAsync_ptsz(std::uintptr_t, CUresult (*real)(CUdeviceptr, CUstr
   return real(dptr, hStream);
 }
 
-CUresult cuMemCreate(std::uintptr_t,
+// ---- memory the program creates and maps itself: adopted when it can sleep ----
+
+namespace {
+// Refuses a call on the program's memory while it is asleep (it would act on memory that is not
+// there); the program sees an error instead of a fault.
+CUresult refuse_asleep(const char* call, std::uint64_t key) {
+  GS_WARN("%s on handle 0x%llx while its memory is asleep: refused until wake", call,
+          static_cast<unsigned long long>(key));
+  return CUDA_ERROR_NOT_PERMITTED;
+}
+}  // namespace
+
+CUresult cuMemCreate(std::uintptr_t call_site,
                      CUresult (*real)(CUmemGenericAllocationHandle*, size_t,
                                       const CUmemAllocationProp*, unsigned long long),
                      CUmemGenericAllocationHandle* handle, size_t size,
                      const CUmemAllocationProp* prop, unsigned long long flags) {
   CUresult rc = real(handle, size, prop, flags);
-  if (rc != CUDA_SUCCESS || handle == nullptr) return rc;
+  if (rc != CUDA_SUCCESS || handle == nullptr || prop == nullptr) return rc;
   Reentry guard;
-  if (Runtime* rt = runtime_for(guard)) rt->engine().app_vmm_created(*handle, size);
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return rc;
+  Engine& engine = rt->engine();
+  // The program must never get a value it already holds for a handle whose memory moved.
+  CUmemGenericAllocationHandle spare[4];
+  int spares = 0;
+  while (engine.app_key_taken(*handle) && spares < 4) {
+    spare[spares++] = *handle;
+    if (real(handle, size, prop, flags) != CUDA_SUCCESS) break;
+  }
+  for (int i = 0; i < spares; ++i)
+    engine.driver().release(spare[i]);
+  if (engine.app_key_taken(*handle)) return CUDA_ERROR_OUT_OF_MEMORY;
+  const int device = prop->location.type == CU_MEM_LOCATION_TYPE_DEVICE ? prop->location.id : -1;
+  engine.app_created(*handle, size, device, prop, sizeof(*prop), call_site);
   return rc;
 }
 
 CUresult cuMemRelease(std::uintptr_t, CUresult (*real)(CUmemGenericAllocationHandle),
                       CUmemGenericAllocationHandle handle) {
-  {
-    Reentry guard;
-    if (Runtime* rt = runtime_for(guard)) rt->engine().app_vmm_released(handle);
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return real(handle);
+  PhysHandle current = 0;
+  switch (rt->engine().app_release(handle, &current)) {
+    case Engine::AppRelease::kNotOurs:
+      return real(handle);
+    case Engine::AppRelease::kReleaseReal:
+      return real(current);
+    case Engine::AppRelease::kNothingToRelease:
+    case Engine::AppRelease::kStillHeld:
+      return CUDA_SUCCESS;
   }
-  return real(handle);
+  return CUDA_SUCCESS;
 }
 
 CUresult cuMemMap(std::uintptr_t,
@@ -343,20 +378,129 @@ CUresult cuMemMap(std::uintptr_t,
                                    unsigned long long),
                   CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
                   unsigned long long flags) {
-  CUresult rc = real(ptr, size, offset, handle, flags);
-  if (rc != CUDA_SUCCESS) return rc;
   Reentry guard;
-  if (Runtime* rt = runtime_for(guard)) rt->engine().app_vmm_mapped(ptr, handle);
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return real(ptr, size, offset, handle, flags);
+  PhysHandle current = 0;
+  switch (rt->engine().app_prepare_map(handle, &current)) {
+    case Engine::AppState::kUnknown:
+      return real(ptr, size, offset, handle, flags);
+    case Engine::AppState::kAsleep:
+      return refuse_asleep("cuMemMap", handle);
+    case Engine::AppState::kLost:
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    case Engine::AppState::kResident:
+      break;
+  }
+  CUresult rc = real(ptr, size, offset, current, flags);
+  if (rc == CUDA_SUCCESS) rt->engine().app_mapped(ptr, size, offset, handle);
   return rc;
 }
 
 CUresult cuMemUnmap(std::uintptr_t, CUresult (*real)(CUdeviceptr, size_t), CUdeviceptr ptr,
                     size_t size) {
-  CUresult rc = real(ptr, size);
-  if (rc != CUDA_SUCCESS) return rc;
   Reentry guard;
-  if (Runtime* rt = runtime_for(guard)) rt->engine().app_vmm_unmapped(ptr);
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return real(ptr, size);
+  if (rt->engine().app_unmap(ptr) == Engine::AppUnmap::kAlreadyUnmapped) return CUDA_SUCCESS;
+  return real(ptr, size);
+}
+
+CUresult cuMemSetAccess(std::uintptr_t,
+                        CUresult (*real)(CUdeviceptr, size_t, const CUmemAccessDesc*, size_t),
+                        CUdeviceptr ptr, size_t size, const CUmemAccessDesc* desc, size_t count) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr || desc == nullptr) return real(ptr, size, desc, count);
+  if (!rt->engine().app_access_allowed(ptr, size)) return refuse_asleep("cuMemSetAccess", ptr);
+  CUresult rc = real(ptr, size, desc, count);
+  if (rc != CUDA_SUCCESS) return rc;
+  std::vector<std::pair<int, int>> device_flags;
+  for (size_t i = 0; i < count; ++i) {
+    if (desc[i].location.type == CU_MEM_LOCATION_TYPE_DEVICE) {
+      device_flags.emplace_back(desc[i].location.id, static_cast<int>(desc[i].flags));
+    }
+  }
+  rt->engine().app_access_set(ptr, size, device_flags);
   return rc;
+}
+
+CUresult cuMemRetainAllocationHandle(std::uintptr_t,
+                                     CUresult (*real)(CUmemGenericAllocationHandle*, void*),
+                                     CUmemGenericAllocationHandle* handle, void* addr) {
+  CUresult rc = real(handle, addr);
+  if (rc != CUDA_SUCCESS || handle == nullptr) return rc;
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return rc;
+  const std::uint64_t key = rt->engine().app_key_of(*handle);
+  if (key != *handle || rt->engine().app_key_taken(key)) {
+    // The driver's handle carries one reference on the program's behalf however many it holds,
+    // so that a sleep can let the memory go: drop the new one unless it is that one.
+    if (rt->engine().app_retained(key) > 0) rt->engine().driver().release(*handle);
+    *handle = key;
+  }
+  return rc;
+}
+
+CUresult cuMemGetAllocationPropertiesFromHandle(
+    std::uintptr_t, CUresult (*real)(CUmemAllocationProp*, CUmemGenericAllocationHandle),
+    CUmemAllocationProp* prop, CUmemGenericAllocationHandle handle) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  PhysHandle current = 0;
+  if (rt != nullptr && rt->engine().app_current(handle, &current) == Engine::AppState::kResident) {
+    return real(prop, current);
+  }
+  return real(prop, handle);
+}
+
+CUresult cuMemExportToShareableHandle(std::uintptr_t,
+                                      CUresult (*real)(void*, CUmemGenericAllocationHandle,
+                                                       CUmemAllocationHandleType,
+                                                       unsigned long long),
+                                      void* shareableHandle, CUmemGenericAllocationHandle handle,
+                                      CUmemAllocationHandleType handleType,
+                                      unsigned long long flags) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return real(shareableHandle, handle, handleType, flags);
+  PhysHandle current = 0;
+  switch (rt->engine().app_pin(handle, "exported to another process", &current)) {
+    case Engine::AppState::kUnknown:
+      return real(shareableHandle, handle, handleType, flags);
+    case Engine::AppState::kAsleep:
+      return refuse_asleep("cuMemExportToShareableHandle", handle);
+    case Engine::AppState::kLost:
+      return CUDA_ERROR_INVALID_VALUE;
+    case Engine::AppState::kResident:
+      break;
+  }
+  return real(shareableHandle, current, handleType, flags);
+}
+
+CUresult cuMulticastBindMem(std::uintptr_t,
+                            CUresult (*real)(CUmemGenericAllocationHandle, size_t,
+                                             CUmemGenericAllocationHandle, size_t, size_t,
+                                             unsigned long long),
+                            CUmemGenericAllocationHandle mcHandle, size_t mcOffset,
+                            CUmemGenericAllocationHandle memHandle, size_t memOffset, size_t size,
+                            unsigned long long flags) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return real(mcHandle, mcOffset, memHandle, memOffset, size, flags);
+  PhysHandle current = 0;
+  switch (rt->engine().app_pin(memHandle, "bound to a multicast object", &current)) {
+    case Engine::AppState::kUnknown:
+      return real(mcHandle, mcOffset, memHandle, memOffset, size, flags);
+    case Engine::AppState::kAsleep:
+      return refuse_asleep("cuMulticastBindMem", memHandle);
+    case Engine::AppState::kLost:
+      return CUDA_ERROR_INVALID_VALUE;
+    case Engine::AppState::kResident:
+      break;
+  }
+  return real(mcHandle, mcOffset, current, memOffset, size, flags);
 }
 
 }  // namespace gpusleep::hooks

@@ -90,6 +90,40 @@ std::shared_ptr<Region> RegionTable::remove_when_idle(DevicePtr va) {
   }
 }
 
+std::shared_ptr<Region> RegionTable::remove_when_awake(DevicePtr va, bool* asleep) {
+  *asleep = false;
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    auto it = by_va_.find(va);
+    if (it == by_va_.end()) return nullptr;
+    RegionState s = it->second->state;
+    if (s == RegionState::kAsleep) {
+      *asleep = true;
+      return nullptr;
+    }
+    if (s == RegionState::kAwake) {
+      auto region = std::move(it->second);
+      by_va_.erase(it);
+      return region;
+    }
+    cv_.wait(lock);
+  }
+}
+
+bool RegionTable::with_idle(DevicePtr va, const std::function<void(Region&)>& fn) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    auto it = by_va_.find(va);
+    if (it == by_va_.end()) return false;
+    RegionState s = it->second->state;
+    if (s == RegionState::kAwake || s == RegionState::kAsleep) {
+      fn(*it->second);
+      return true;
+    }
+    cv_.wait(lock);
+  }
+}
+
 RegionInfo RegionTable::info_of(const Region& r) {
   return RegionInfo{r.id,
                     r.va,
@@ -102,7 +136,8 @@ RegionInfo RegionTable::info_of(const Region& r) {
                     r.state,
                     r.slept_policy,
                     r.mirror ? r.mirror->prepared_bytes() : 0,
-                    r.mirror ? r.mirror->bytes() : 0};
+                    r.mirror ? r.mirror->bytes() : 0,
+                    r.adopted != nullptr};
 }
 
 std::vector<RegionInfo> RegionTable::snapshot() const {

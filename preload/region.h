@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "driver.h"
@@ -26,6 +27,16 @@ enum class RegionState {
   kWaking,    // being woken by a control request
 };
 const char* region_state_name(RegionState state);
+
+// Physical memory the program created and mapped itself (cuMemCreate, cuMemMap), adopted so it can
+// sleep. The program keeps its handle value (`key`) and its address range; the library recreates
+// the memory like it was on wake.
+struct AdoptedHandle {
+  std::uint64_t key = 0;                      // the handle value the program holds
+  std::vector<unsigned char> prop;            // its allocation properties (CUmemAllocationProp)
+  std::vector<std::pair<int, int>> access;    // (device, access flags) the program granted
+  int refs = 1;  // references the program holds (create, retain, less release); written idle
+};
 
 struct Region {
   // Fixed at allocation.
@@ -46,6 +57,8 @@ struct Region {
 
   // Owned by whoever moved the region into a busy state (or the allocating/freeing thread).
   PhysHandle handle = 0;
+
+  std::shared_ptr<AdoptedHandle> adopted;  // null: the library's own allocation
 };
 
 // A copy of a region's observable fields.
@@ -62,6 +75,7 @@ struct RegionInfo {
   Policy slept_policy;
   std::size_t mirror_bytes;  // host bytes prepared for this region
   std::size_t mirror_size;   // host bytes its mirror will hold (0: no mirror yet)
+  bool adopted;              // the program's own cuMemCreate memory
 };
 
 class RegionTable {
@@ -84,6 +98,12 @@ class RegionTable {
   // Waits until the region at `va` is not busy, then removes it from the table and returns it;
   // null when no region starts at `va`.
   std::shared_ptr<Region> remove_when_idle(DevicePtr va);
+  // Waits until the region at `va` is not busy; removes and returns it if awake. Null when no
+  // region starts at `va`, or (with *asleep set) when it is asleep, which leaves it in place.
+  std::shared_ptr<Region> remove_when_awake(DevicePtr va, bool* asleep);
+  // Waits until the region at `va` is not busy, then runs `fn` on it under the table's lock (so
+  // no sleep or wake can claim it meanwhile). False when no region starts at `va`.
+  bool with_idle(DevicePtr va, const std::function<void(Region&)>& fn);
 
   std::vector<RegionInfo> snapshot() const;
   // A copy of the region whose range contains `addr`.

@@ -15,6 +15,9 @@
 //   vmm NAME BYTES            reserve, cuMemCreate, cuMemMap, cuMemSetAccess (its own VMM)
 //   vmmrelease NAME           cuMemRelease of its handle (the mapping stays)
 //   vmmunmap NAME             cuMemUnmap and free the reservation
+//   vmmaccess NAME            cuMemSetAccess again; answers the driver's status
+//   retain NAME               cuMemRetainAllocationHandle: "OK same" if it gives its handle back
+//   export NAME               cuMemExportToShareableHandle (a file descriptor); the status
 //   ipc NAME                  cuIpcGetMemHandle; answers the driver's status
 //   device D                  make device D's primary context current
 //   peer OWNER                cuCtxEnablePeerAccess from the current device to OWNER
@@ -85,6 +88,8 @@ struct Api {
   decltype(&::cuMemSetAccess) set_access;
   decltype(&::cuIpcGetMemHandle) ipc;
   decltype(&::cuCtxEnablePeerAccess) enable_peer;
+  decltype(&::cuMemRetainAllocationHandle) retain_handle;
+  decltype(&::cuMemExportToShareableHandle) export_handle;
 } g;
 
 struct Buffer {
@@ -150,7 +155,9 @@ bool setup() {
          get(&g.unmap, "cuMemUnmap", "cuMemUnmap") &&
          get(&g.set_access, "cuMemSetAccess", "cuMemSetAccess") &&
          get(&g.ipc, "cuIpcGetMemHandle", "cuIpcGetMemHandle") &&
-         get(&g.enable_peer, "cuCtxEnablePeerAccess", "cuCtxEnablePeerAccess");
+         get(&g.enable_peer, "cuCtxEnablePeerAccess", "cuCtxEnablePeerAccess") &&
+         get(&g.retain_handle, "cuMemRetainAllocationHandle", "cuMemRetainAllocationHandle") &&
+         get(&g.export_handle, "cuMemExportToShareableHandle", "cuMemExportToShareableHandle");
 }
 
 bool make_current(int device) {
@@ -264,6 +271,26 @@ void run(const std::string& line) {
     bool ok = g.unmap(b.ptr, b.bytes) == CUDA_SUCCESS && g.address_free(b.ptr, b.bytes) == CUDA_SUCCESS;
     g_buffers.erase(it);
     return reply(ok ? "OK" : "ERR unmap");
+  }
+  if (cmd == "vmmaccess") {
+    CUmemAccessDesc access{};
+    access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    access.location.id = 0;
+    access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    return reply("OK " + std::to_string(g.set_access(b.ptr, b.bytes, &access, 1)));
+  }
+  if (cmd == "retain") {
+    CUmemGenericAllocationHandle h = 0;
+    CUresult rc = g.retain_handle(&h, reinterpret_cast<void*>(b.ptr));
+    if (rc != CUDA_SUCCESS) return reply("ERR retain " + std::to_string(rc));
+    if (h != b.handle) return reply("OK other");
+    CUresult rel = g.release(h);  // give the extra reference back
+    return reply(rel == CUDA_SUCCESS ? "OK same" : "ERR release " + std::to_string(rel));
+  }
+  if (cmd == "export") {
+    int fd = -1;
+    CUresult rc = g.export_handle(&fd, b.handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+    return reply("OK " + std::to_string(rc));
   }
   if (cmd == "ipc") {
     CUipcMemHandle h;

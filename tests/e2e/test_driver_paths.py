@@ -78,24 +78,66 @@ class DriverPaths(test_emulated.Emulated):
         _, status, _ = self.cli("status", "--pid", str(h.pid))
         return {u["kind"]: (u["allocations"], u["bytes"]) for u in status["result"]["unsleepable"]}
 
-    def test_memory_the_program_manages_itself_is_reported_and_left_working(self):
+    def test_the_programs_own_virtual_memory_sleeps_and_wakes_behind_its_handle(self):
+        h = self.start_driver_host("dlsym")
+        baseline = self.free()
+        h.send("vmm v 16777216")
+        _, regions, _ = self.cli("regions", "--pid", str(h.pid))
+        (region,) = regions["result"]["regions"]
+        self.assertTrue(region["adopted"])
+        self.assertEqual(self.unsleepable(h)["application_vmm"], (0, 0))
+        _, out, _ = self.cli("sleep", "--pid", str(h.pid))
+        self.assertEqual(out["result"]["bytes"], 16 * MiB)
+        self.assertEqual(self.free(), baseline)  # released, seen from outside
+        self.assertEqual(h.send("kernel 0 v"), "OK 0")
+        self.assertEqual(h.send("vmmaccess v"), "OK 800")  # refused while asleep, no fault
+        self.cli("wake", "--pid", str(h.pid))
+        self.assertEqual(h.send("check v"), "OK")
+        self.assertEqual(h.send("retain v"), "OK same")  # the program's handle value holds
+        # Released while mapped: the mapping alone keeps it, across a cycle too.
+        h.send("vmmrelease v")
+        self.cli("sleep", "--pid", str(h.pid))
+        self.assertEqual(self.free(), baseline)
+        self.cli("wake", "--pid", str(h.pid))
+        self.assertEqual(h.send("check v"), "OK")
+        h.send("vmmunmap v")
+        self.assertEqual(self.free(), baseline)  # nothing leaked
+        _, regions, _ = self.cli("regions", "--pid", str(h.pid))
+        self.assertEqual(regions["result"]["regions"], [])
+
+    def test_unmapping_asleep_program_memory_leaves_it_released(self):
         h = self.start_driver_host("getproc")
+        baseline = self.free()
+        h.send("vmm v 8388608")
+        self.cli("sleep", "--pid", str(h.pid))
+        h.send("vmmrelease v")
+        h.send("vmmunmap v")
+        self.assertEqual(self.free(), baseline)
+        _, regions, _ = self.cli("regions", "--pid", str(h.pid))
+        self.assertEqual(regions["result"]["regions"], [])
+        _, out, _ = self.cli("wake", "--pid", str(h.pid))
+        self.assertEqual(out["result"]["bytes"], 0)
+
+    def test_memory_that_cannot_sleep_is_reported_and_left_working(self):
+        h = self.start_driver_host("getproc", env=dict(self.env, GPUSLEEP_LOG_LEVEL="info"))
         h.send("alloc a 4194304 3")
         h.send("async s 8388608 4")
-        h.send("vmm v 16777216")
+        h.send("vmm shared 16777216")
+        self.assertEqual(h.send("export shared"), "OK 0")  # another process may map it now
         u = self.unsleepable(h)
         self.assertEqual(u["stream_ordered"], (1, 8 * MiB))
         self.assertEqual(u["application_vmm"], (1, 16 * MiB))
         self.assertEqual(u["passthrough"], (0, 0))
+        self.assertIn("exported to another process", h.stderr())
         _, out, _ = self.cli("sleep", "--pid", str(h.pid))
         self.assertEqual(out["result"]["bytes"], 4 * MiB)  # only the region
+        self.assertEqual(h.send("kernel 0 shared"), "OK 1")
         self.cli("wake", "--pid", str(h.pid))
-        for name in ("a", "s", "v"):
+        for name in ("a", "s", "shared"):
             self.assertEqual(h.send(f"check {name}"), "OK")
-        # Released while mapped, the program's memory is still held until unmapped.
-        h.send("vmmrelease v")
-        self.assertEqual(self.unsleepable(h)["application_vmm"], (1, 16 * MiB))
-        h.send("vmmunmap v")
+        h.send("vmmrelease shared")
+        self.assertEqual(self.unsleepable(h)["application_vmm"], (1, 16 * MiB))  # still mapped
+        h.send("vmmunmap shared")
         h.send("freeasync s")
         u = self.unsleepable(h)
         self.assertEqual(u["application_vmm"], (0, 0))

@@ -55,7 +55,7 @@ struct Phys {
   std::size_t size;
   int device;
   int mappings;
-  bool released;
+  int refs;  // handle references: cuMemCreate, cuMemRetainAllocationHandle, less cuMemRelease
 };
 
 struct Mapping {
@@ -521,7 +521,7 @@ CUresult CUDAAPI cuMemCreate(CUmemGenericAllocationHandle* handle, size_t size,
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
   std::uint64_t h = st().next_handle++;
-  st().phys[h] = Phys{fd, size, d, 0, false};
+  st().phys[h] = Phys{fd, size, d, 0, 1};
   ++st().stats.creates;
   *handle = h;
   return CUDA_SUCCESS;
@@ -530,10 +530,34 @@ CUresult CUDAAPI cuMemCreate(CUmemGenericAllocationHandle* handle, size_t size,
 CUresult CUDAAPI cuMemRelease(CUmemGenericAllocationHandle handle) {
   FAKE_ENTER("cuMemRelease");
   auto it = st().phys.find(handle);
-  if (it == st().phys.end() || it->second.released) return CUDA_ERROR_INVALID_VALUE;
-  it->second.released = true;
+  if (it == st().phys.end() || it->second.refs == 0) return CUDA_ERROR_INVALID_VALUE;
+  --it->second.refs;
   ++st().stats.releases;
-  if (it->second.mappings == 0) destroy_phys(it);
+  if (it->second.refs == 0 && it->second.mappings == 0) destroy_phys(it);
+  return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuMemRetainAllocationHandle(CUmemGenericAllocationHandle* handle, void* addr) {
+  FAKE_ENTER("cuMemRetainAllocationHandle");
+  if (handle == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  auto m = st().mappings.find(reinterpret_cast<std::uintptr_t>(addr));
+  if (m == st().mappings.end()) return CUDA_ERROR_INVALID_VALUE;
+  auto ph = st().phys.find(m->second.handle);
+  if (ph == st().phys.end()) return CUDA_ERROR_INVALID_VALUE;
+  ++ph->second.refs;
+  *handle = m->second.handle;
+  return CUDA_SUCCESS;
+}
+
+CUresult CUDAAPI cuMemExportToShareableHandle(void* shareable, CUmemGenericAllocationHandle handle,
+                                              CUmemAllocationHandleType type, unsigned long long) {
+  FAKE_ENTER("cuMemExportToShareableHandle");
+  auto ph = st().phys.find(handle);
+  if (shareable == nullptr || ph == st().phys.end() || ph->second.refs == 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) return CUDA_ERROR_NOT_SUPPORTED;
+  *static_cast<int*>(shareable) = ::dup(ph->second.fd);
   return CUDA_SUCCESS;
 }
 
@@ -543,7 +567,7 @@ CUresult CUDAAPI cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
   if (flags != 0 || size == 0 || size % kGranularity != 0) return CUDA_ERROR_INVALID_VALUE;
   if (offset != 0) return CUDA_ERROR_NOT_SUPPORTED;
   auto ph = st().phys.find(handle);
-  if (ph == st().phys.end() || ph->second.released || size > ph->second.size) {
+  if (ph == st().phys.end() || ph->second.refs == 0 || size > ph->second.size) {
     return CUDA_ERROR_INVALID_VALUE;
   }
   auto r = st().reservations.upper_bound(ptr);
@@ -575,7 +599,7 @@ CUresult CUDAAPI cuMemUnmap(CUdeviceptr ptr, size_t size) {
   auto ph = st().phys.find(m->second.handle);
   st().mappings.erase(m);
   ++st().stats.unmaps;
-  if (ph != st().phys.end() && --ph->second.mappings == 0 && ph->second.released) {
+  if (ph != st().phys.end() && --ph->second.mappings == 0 && ph->second.refs == 0) {
     destroy_phys(ph);
   }
   return CUDA_SUCCESS;
@@ -953,6 +977,8 @@ const Entry kEntries[] = {
     {"cuMemMap", 10020, FAKE_FN(cuMemMap), nullptr},
     {"cuMemUnmap", 10020, FAKE_FN(cuMemUnmap), nullptr},
     {"cuMemSetAccess", 10020, FAKE_FN(cuMemSetAccess), nullptr},
+    {"cuMemRetainAllocationHandle", 11000, FAKE_FN(cuMemRetainAllocationHandle), nullptr},
+    {"cuMemExportToShareableHandle", 10020, FAKE_FN(cuMemExportToShareableHandle), nullptr},
     {"cuMemAddressReserve", 10020, FAKE_FN(cuMemAddressReserve), nullptr},
     {"cuMemAddressFree", 10020, FAKE_FN(cuMemAddressFree), nullptr},
     {"cuMemGetAllocationGranularity", 10020, FAKE_FN(cuMemGetAllocationGranularity), nullptr},
