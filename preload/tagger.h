@@ -3,8 +3,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
+
+#include "callsite.h"
+#include "rules.h"
 
 namespace gpusleep {
 
@@ -19,14 +23,21 @@ struct AllocationSite {
 struct TagDecision {
   std::string tag;
   bool passthrough = false;  // leave the allocation to the real allocator
+  std::string rule;          // the rule that decided ("" : the phase or default tag)
 };
 
 class Tagger {
  public:
   explicit Tagger(std::string default_tag) : default_tag_(std::move(default_tag)) {}
 
-  // The phase tag when one is set, else the default tag. Thread-safe.
-  TagDecision decide(const AllocationSite& site) const;
+  // The first matching rule's decision; else the phase tag when one is set, else the default
+  // tag. `context` answers what rules ask about the call site (null: rules that need it do not
+  // match). Thread-safe.
+  TagDecision decide(const AllocationSite& site, SiteContext* context = nullptr) const;
+
+  // Replaces the rules (null: none).
+  void set_rules(std::shared_ptr<const RuleSet> rules);
+  std::shared_ptr<const RuleSet> rules() const;
 
   // Tags every later allocation with `tag` (phase tagging); an empty tag returns to the default.
   // Precondition: `tag` is empty or valid_tag_name(tag).
@@ -38,6 +49,7 @@ class Tagger {
   const std::string default_tag_;
   mutable std::mutex mu_;
   std::string phase_tag_;
+  std::shared_ptr<const RuleSet> rules_;
 };
 
 }  // namespace gpusleep

@@ -1,0 +1,170 @@
+// Tagging rules: parsing (errors name the rule and the field), first match wins, each matcher.
+#include <catch2/catch.hpp>
+
+#include "rules.h"
+#include "tagger.h"
+
+namespace gpusleep {
+namespace {
+
+class Context : public SiteContext {
+ public:
+  std::vector<PyFrame> frames;
+  std::vector<std::string> symbols;
+  bool capture = false;
+  int python_reads = 0;
+  int native_reads = 0;
+  const std::vector<PyFrame>& python_frames() override {
+    ++python_reads;
+    return frames;
+  }
+  const std::vector<std::string>& native_symbols() override {
+    ++native_reads;
+    return symbols;
+  }
+  bool capturing() override { return capture; }
+  std::shared_ptr<const CallSite> call_site() override { return nullptr; }
+};
+
+std::shared_ptr<const RuleSet> parse_ok(const std::string& text) {
+  std::string error;
+  auto set = RuleSet::parse(text, &error);
+  INFO(error);
+  REQUIRE(set != nullptr);
+  return set;
+}
+
+std::string parse_error(const std::string& text) {
+  std::string error;
+  auto set = RuleSet::parse(text, &error);
+  CHECK(set == nullptr);
+  return error;
+}
+
+TEST_CASE("a bad rule set is refused with the rule and field named") {
+  CHECK(parse_error("{").find("not valid JSON") == 0);
+  CHECK(parse_error(R"({"rules": 3})") == "rule set: \"rules\" must be a list");
+  CHECK(parse_error(R"({"rulez": []})") == "rule set: unknown field \"rulez\"");
+  CHECK(parse_error(R"([{"tag": "w"}, {"name": "kv", "match": {"sise": 1}, "tag": "kv"}])") ==
+        "rule 2 (\"kv\"): match: unknown field \"sise\"");
+  CHECK(parse_error(R"([{"match": {"python": {"qualname": "(unclosed"}}, "tag": "w"}])")
+            .find("rule 1: match.python.qualname: invalid regular expression \"(unclosed\"") == 0);
+  CHECK(parse_error(R"([{"tag": "bad tag!"}])") ==
+        "rule 1: tag: must be 1 to 64 characters from [A-Za-z0-9_.:-]");
+  CHECK(parse_error(R"([{"match": {}}])") ==
+        "rule 1: needs exactly one action: \"tag\" or \"passthrough\": true");
+  CHECK(parse_error(R"([{"tag": "w", "passthrough": true}])") ==
+        "rule 1: needs exactly one action: \"tag\" or \"passthrough\": true");
+  CHECK(parse_error(R"([{"passthrough": true, "policy": "discard"}])") ==
+        "rule 1: policy: a pass-through rule has no policy");
+  CHECK(parse_error(R"([{"tag": "w", "policy": "keep"}])") ==
+        "rule 1: policy: must be \"offload\" or \"discard\"");
+  CHECK(parse_error(R"([{"match": {"size": {"min": "1G", "max": "1M"}}, "tag": "w"}])") ==
+        "rule 1: match.size: min is greater than max");
+  CHECK(parse_error(R"([{"match": {"size": {"min": -5}}, "tag": "w"}])") ==
+        "rule 1: match.size.min: must be a byte count (a number, or a string such as \"512M\")");
+  CHECK(parse_error(R"([{"match": {"device": "0"}}, "tag": "w"}])").find("not valid JSON") == 0);
+  CHECK(parse_error(R"([{"match": {"device": "0"}, "tag": "w"}])") ==
+        "rule 1: match.device: must be a device number or a list of them");
+  CHECK(parse_error(R"([{"tag": "w", "policy": "offload"}, {"tag": "w", "policy": "discard"}])") ==
+        "rule 2 (\"rule 2\"): policy: tag w already has policy offload in rule 1");
+  CHECK(parse_error(R"({"version": 2, "rules": []})") == "rule set: version: only 1 is understood");
+}
+
+TEST_CASE("the first matching rule wins and a rule without matchers matches everything") {
+  auto set = parse_ok(R"({"version": 1, "rules": [
+      {"name": "big", "match": {"size": {"min": "1G"}}, "tag": "weights"},
+      {"name": "rest", "tag": "other"}]})");
+  const Rule* r = set->match(AllocationFacts{std::size_t{2} << 30, 0, 1, ""}, nullptr);
+  REQUIRE(r != nullptr);
+  CHECK(r->tag == "weights");
+  r = set->match(AllocationFacts{4096, 0, 2, ""}, nullptr);
+  REQUIRE(r != nullptr);
+  CHECK(r->name == "rest");
+}
+
+TEST_CASE("size, device, sequence, phase and capture matchers") {
+  auto set = parse_ok(R"([
+      {"match": {"size": {"min": 100, "max": 200}}, "tag": "sized"},
+      {"match": {"device": [1, 2]}, "tag": "dev"},
+      {"match": {"sequence": {"max": 3}}, "tag": "early"},
+      {"match": {"phase": "^kv$"}, "tag": "kv_cache"},
+      {"match": {"capturing": true}, "tag": "cuda_graph"}])");
+  Context ctx;
+  auto tag = [&](std::size_t size, int device, std::uint64_t seq, const char* phase) {
+    const Rule* r = set->match(AllocationFacts{size, device, seq, phase}, &ctx);
+    return r ? r->tag : std::string("-");
+  };
+  CHECK(tag(150, 0, 10, "") == "sized");
+  CHECK(tag(99, 0, 10, "") == "-");
+  CHECK(tag(201, 2, 10, "") == "dev");
+  CHECK(tag(201, 0, 3, "") == "early");
+  CHECK(tag(201, 0, 4, "kv") == "kv_cache");
+  CHECK(tag(201, 0, 4, "kv2") == "-");
+  ctx.capture = true;
+  CHECK(tag(201, 0, 4, "") == "cuda_graph");
+}
+
+TEST_CASE("python matchers need one frame to match every field, and every matcher to match") {
+  auto set = parse_ok(R"([
+      {"name": "kv", "match": {"python": {"module": "^transformers\\.cache_utils$",
+                                          "qualname": "StaticLayer\\.lazy_initialization"}},
+       "tag": "kv_cache"},
+      {"name": "both", "match": {"python": [{"qualname": "^load$"}, {"file": "server\\.py:1[0-9]$"}]},
+       "tag": "weights"}])");
+  Context ctx;
+  ctx.frames = {{"transformers.cache_utils", "StaticCache.__init__", "/x/cache_utils.py", 10},
+                {"other", "StaticLayer.lazy_initialization", "/x/other.py", 3}};
+  CHECK(set->match(AllocationFacts{1, 0, 1, ""}, &ctx) == nullptr);  // split across frames
+  ctx.frames.push_back(
+      {"transformers.cache_utils", "StaticLayer.lazy_initialization", "/x/cache_utils.py", 40});
+  const Rule* r = set->match(AllocationFacts{1, 0, 1, ""}, &ctx);
+  REQUIRE(r != nullptr);
+  CHECK(r->name == "kv");
+
+  ctx.frames = {{"__main__", "load", "/srv/server.py", 12}};
+  r = set->match(AllocationFacts{1, 0, 1, ""}, &ctx);
+  REQUIRE(r != nullptr);
+  CHECK(r->name == "both");
+  ctx.frames = {{"__main__", "load", "/srv/server.py", 22}};
+  CHECK(set->match(AllocationFacts{1, 0, 1, ""}, &ctx) == nullptr);
+  CHECK(set->match(AllocationFacts{1, 0, 1, ""}, nullptr) == nullptr);  // no context, no match
+}
+
+TEST_CASE("stacks are read only when a rule gets to ask for them") {
+  auto set = parse_ok(R"([
+      {"match": {"size": {"max": 10}}, "tag": "small"},
+      {"match": {"native": "ncclCommInit"}, "passthrough": true}])");
+  Context ctx;
+  ctx.symbols = {"cudaMalloc", "ncclCommInitRank"};
+  CHECK(set->match(AllocationFacts{5, 0, 1, ""}, &ctx)->tag == "small");
+  CHECK(ctx.native_reads == 0);
+  const Rule* r = set->match(AllocationFacts{50, 0, 1, ""}, &ctx);
+  REQUIRE(r != nullptr);
+  CHECK(r->passthrough);
+  CHECK(ctx.native_reads == 1);
+  CHECK(ctx.python_reads == 0);
+}
+
+TEST_CASE("the tagger applies rules first, then the phase tag, then the default") {
+  Tagger tagger("default");
+  tagger.set_phase_tag("phase");
+  CHECK(tagger.decide(AllocationSite{1, 0, 1, 0}).tag == "phase");
+  tagger.set_rules(parse_ok(R"([{"name": "pt", "match": {"size": {"min": 100}}, "passthrough": true},
+                                {"name": "w", "match": {"phase": "^phase$", "size": {"max": 10}},
+                                 "tag": "weights"}])"));
+  TagDecision d = tagger.decide(AllocationSite{5, 0, 1, 0});
+  CHECK(d.tag == "weights");
+  CHECK(d.rule == "w");
+  d = tagger.decide(AllocationSite{500, 0, 1, 0});
+  CHECK(d.passthrough);
+  CHECK(d.rule == "pt");
+  d = tagger.decide(AllocationSite{50, 0, 1, 0});
+  CHECK(d.tag == "phase");
+  CHECK(d.rule.empty());
+  tagger.set_phase_tag("");
+  CHECK(tagger.decide(AllocationSite{5, 0, 1, 0}).tag == "default");
+}
+
+}  // namespace
+}  // namespace gpusleep
