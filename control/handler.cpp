@@ -6,9 +6,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <functional>
+#include <map>
+#include <regex>
+#include <set>
 #include <cstdio>
 
 #include "engine.h"
+#include "rules.h"
 #include "version.h"
 
 namespace gpusleep {
@@ -35,6 +41,20 @@ std::string describe_call_site(std::uintptr_t site) {
   std::string out = file + "+" + hex(site - reinterpret_cast<std::uintptr_t>(info.dli_fbase));
   if (info.dli_sname != nullptr) out += std::string(" (") + info.dli_sname + ")";
   return out;
+}
+
+// What `regions` shows as a region's call site, and groups by: its innermost `depth` Python frames
+// ("a < b": a called from b), else the native caller of the allocation function.
+std::string call_site_key(const RegionInfo& r, int depth) {
+  if (r.site != nullptr && !r.site->python.empty()) {
+    std::string out;
+    for (int i = 0; i < depth && i < static_cast<int>(r.site->python.size()); ++i) {
+      if (i > 0) out += " < ";
+      out += describe_frame(r.site->python[static_cast<std::size_t>(i)]);
+    }
+    return out;
+  }
+  return describe_call_site(r.call_site);
 }
 
 std::string read_small_file(const char* path, std::size_t max) {
@@ -124,6 +144,7 @@ Json Handler::handle(const protocol::Request& req) {
   static constexpr std::pair<std::string_view, Fn> kOps[] = {
       {"status", &Handler::status}, {"regions", &Handler::regions}, {"sleep", &Handler::sleep},
       {"wake", &Handler::wake},     {"tag", &Handler::tag},         {"policy", &Handler::policy},
+      {"rules", &Handler::rules},   {"retag", &Handler::retag},
   };
   for (const auto& [name, fn] : kOps) {
     if (req.op != name) continue;
@@ -212,34 +233,212 @@ Json Handler::status(const protocol::Request& req) {
 Json Handler::regions(const protocol::Request& req) {
   std::string error;
   std::optional<std::vector<std::string>> tags;
-  if (!protocol::check_fields(req.body, {"tags"}, &error) ||
+  if (!protocol::check_fields(req.body, {"tags", "stacks", "group", "depth"}, &error) ||
       !protocol::get_string_list(req.body, "tags", &tags, &error)) {
     return invalid(req, error);
   }
-  Json list = Json::array();
+  bool stacks = false;
+  bool group = false;
+  int depth = 1;
+  for (const char* name : {"stacks", "group"}) {
+    if (auto it = req.body.find(name); it != req.body.end() && !it->is_null()) {
+      if (!it->is_boolean()) return invalid(req, std::string("field '") + name + "': expected true or false");
+      (std::string(name) == "stacks" ? stacks : group) = it->get<bool>();
+    }
+  }
+  if (auto it = req.body.find("depth"); it != req.body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 64) {
+      return invalid(req, "field 'depth': expected an integer from 1 to 64");
+    }
+    depth = it->get<int>();
+  }
   std::vector<RegionInfo> infos = engine_->regions();
   std::sort(infos.begin(), infos.end(),
             [](const RegionInfo& a, const RegionInfo& b) { return a.id < b.id; });
+  Json list = Json::array();
+  std::map<std::string, Json> groups;
   for (const RegionInfo& r : infos) {
     if (tags && !tags->empty() && std::find(tags->begin(), tags->end(), r.tag) == tags->end()) {
       continue;
     }
+    if (group) {
+      std::string key = call_site_key(r, depth);
+      Json& g = groups[key];
+      if (g.is_null()) {
+        g = Json{{"call_site", key}, {"regions", 0}, {"bytes", 0}, {"tags", Json::object()}};
+      }
+      g["regions"] = g["regions"].get<std::size_t>() + 1;
+      g["bytes"] = g["bytes"].get<std::size_t>() + r.mapped;
+      Json& t = g["tags"][r.tag];
+      t = t.is_null() ? 1 : t.get<std::size_t>() + 1;
+      continue;
+    }
     bool asleep = r.state == RegionState::kAsleep || r.state == RegionState::kWaking;
-    list.push_back(
-        {{"id", r.id},
-         {"address", hex(r.va)},
-         {"size", r.size},
-         {"mapped_bytes", r.mapped},
-         {"device", r.device},
-         {"tag", r.tag},
-         {"state", region_state_name(r.state)},
-         {"policy", policy_name(asleep ? r.slept_policy : engine_->policies().for_tag(r.tag))},
-         {"mirror_bytes", r.mirror_bytes},
-         {"call_site", describe_call_site(r.call_site)},
-         {"adopted", r.adopted},
-         {"created_at", r.created_at}});
+    Json entry{{"id", r.id},
+               {"address", hex(r.va)},
+               {"size", r.size},
+               {"mapped_bytes", r.mapped},
+               {"device", r.device},
+               {"tag", r.tag},
+               {"state", region_state_name(r.state)},
+               {"policy", policy_name(asleep ? r.slept_policy : engine_->policies().for_tag(r.tag))},
+               {"mirror_bytes", r.mirror_bytes},
+               {"call_site", call_site_key(r, 1)},
+               {"rule", r.rule.empty() ? Json(nullptr) : Json(r.rule)},
+               {"adopted", r.adopted},
+               {"created_at", r.created_at}};
+    if (stacks) {
+      Json py = Json::array();
+      Json native = Json::array();
+      if (r.site != nullptr) {
+        for (const PyFrame& f : r.site->python)
+          py.push_back(describe_frame(f));
+        for (std::uintptr_t pc : r.site->native)
+          native.push_back(describe_native(pc));
+      }
+      entry["python_stack"] = py;
+      entry["native_stack"] = native;
+    }
+    list.push_back(std::move(entry));
+  }
+  if (group) {
+    Json out = Json::array();
+    for (auto& [key, g] : groups)
+      out.push_back(std::move(g));
+    std::sort(out.begin(), out.end(), [](const Json& a, const Json& b) {
+      return a["bytes"].get<std::size_t>() > b["bytes"].get<std::size_t>();
+    });
+    return protocol::ok_reply(req.id, Json{{"groups", out}, {"depth", depth}});
   }
   return protocol::ok_reply(req.id, Json{{"regions", list}});
+}
+
+Json Handler::rules(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::string> action;
+  if (!protocol::check_fields(req.body, {"action", "rules"}, &error) ||
+      !protocol::get_string(req.body, "action", &action, &error)) {
+    return invalid(req, error);
+  }
+  const std::string what = action.value_or("show");
+  if (what == "set") {
+    auto it = req.body.find("rules");
+    if (it == req.body.end() || !(it->is_array() || it->is_object())) {
+      return invalid(req, "field 'rules': expected a rule set (a list, or {\"rules\": [...]})");
+    }
+    std::string why;
+    auto set = RuleSet::parse(it->dump(), &why);
+    if (set == nullptr) {
+      return protocol::error_reply(req.id, protocol::kInvalidRules,
+                                   why + "; the rules in force are unchanged");
+    }
+    engine_->set_rules(std::move(set));
+  } else if (what == "reload") {
+    if (rules_file_.empty()) {
+      return invalid(req, "no rules file to reload (the process was started without GPUSLEEP_RULES)");
+    }
+    std::shared_ptr<const RuleSet> set;
+    std::string why;
+    if (!load_rules_file(rules_file_, &set, &why)) {
+      return protocol::error_reply(req.id, protocol::kInvalidRules,
+                                   why + "; the rules in force are unchanged");
+    }
+    engine_->set_rules(std::move(set));
+  } else if (what == "clear") {
+    engine_->set_rules(nullptr);
+  } else if (what != "show") {
+    return invalid(req, "field 'action': expected \"show\", \"set\", \"reload\" or \"clear\"");
+  } else if (req.body.contains("rules")) {
+    return invalid(req, "field 'rules' goes with action \"set\"");
+  }
+  std::shared_ptr<const RuleSet> current = engine_->rules();
+  Json names = Json::array();
+  Json source = nullptr;
+  if (current != nullptr) {
+    for (const Rule& r : current->rules()) {
+      names.push_back({{"name", r.name},
+                       {"action", r.passthrough ? "passthrough" : "tag"},
+                       {"tag", r.passthrough ? Json(nullptr) : Json(r.tag)},
+                       {"policy", r.policy ? Json(policy_name(*r.policy)) : Json(nullptr)}});
+    }
+    source = Json::parse(current->source(), nullptr, false);
+  }
+  return protocol::ok_reply(req.id, Json{{"rules", names},
+                                         {"source", source},
+                                         {"file", rules_file_.empty() ? Json(nullptr) : Json(rules_file_)}});
+}
+
+Json Handler::retag(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::string> tag;
+  std::optional<std::string> call_site;
+  if (!protocol::check_fields(req.body, {"tag", "ids", "range", "call_site"}, &error) ||
+      !protocol::get_string(req.body, "tag", &tag, &error) ||
+      !protocol::get_string(req.body, "call_site", &call_site, &error)) {
+    return invalid(req, error);
+  }
+  if (!tag) return invalid(req, "field 'tag' is required");
+  if (!valid_tag_name(*tag)) {
+    return invalid(req, "field 'tag': a tag is 1-64 characters from A-Z a-z 0-9 _ . : -");
+  }
+  const int selectors = (req.body.contains("ids") ? 1 : 0) + (req.body.contains("range") ? 1 : 0) +
+                        (call_site ? 1 : 0);
+  if (selectors != 1) return invalid(req, "give exactly one of 'ids', 'range' and 'call_site'");
+  std::function<bool(const RegionInfo&)> select;
+  if (auto it = req.body.find("ids"); it != req.body.end()) {
+    if (!it->is_array() || it->empty() || it->size() > 100000) {
+      return invalid(req, "field 'ids': expected a non-empty list of region ids");
+    }
+    std::set<std::uint64_t> ids;
+    for (const Json& v : *it) {
+      if (!v.is_number_unsigned()) return invalid(req, "field 'ids': expected region ids");
+      ids.insert(v.get<std::uint64_t>());
+    }
+    select = [ids](const RegionInfo& r) { return ids.count(r.id) != 0; };
+  } else if (auto it = req.body.find("range"); it != req.body.end()) {
+    std::uint64_t start = 0;
+    std::uint64_t end = 0;
+    auto address = [](const Json& v, std::uint64_t* out) {
+      if (v.is_number_unsigned()) {
+        *out = v.get<std::uint64_t>();
+        return true;
+      }
+      if (!v.is_string()) return false;
+      const std::string s = v.get<std::string>();
+      if (s.empty() || s.size() > 18) return false;
+      char* e = nullptr;
+      errno = 0;
+      unsigned long long n = std::strtoull(s.c_str(), &e, 0);
+      if (errno != 0 || e == s.c_str() || *e != '\0') return false;
+      *out = n;
+      return true;
+    };
+    if (!it->is_object() || !it->contains("start") || !it->contains("end") ||
+        !address((*it)["start"], &start) || !address((*it)["end"], &end) || start >= end) {
+      return invalid(req, "field 'range': expected {\"start\": ADDRESS, \"end\": ADDRESS} with "
+                          "start below end (numbers or \"0x...\" strings)");
+    }
+    // Regions that lie within [start, end).
+    select = [start, end](const RegionInfo& r) { return r.va >= start && r.va + r.mapped <= end; };
+  } else {
+    if (call_site->size() > 1024) return invalid(req, "field 'call_site': longer than 1024 characters");
+    std::regex re;
+    try {
+      re = std::regex(*call_site, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      return invalid(req, "field 'call_site': invalid regular expression: " + std::string(e.what()));
+    }
+    select = [re](const RegionInfo& r) {
+      if (std::regex_search(call_site_key(r, 1), re)) return true;
+      if (r.site == nullptr) return false;
+      for (const PyFrame& f : r.site->python) {
+        if (std::regex_search(describe_frame(f), re)) return true;
+      }
+      return false;
+    };
+  }
+  auto [count, bytes] = engine_->retag(select, *tag);
+  return protocol::ok_reply(req.id, Json{{"tag", *tag}, {"regions", count}, {"bytes", bytes}});
 }
 
 Json Handler::sleep(const protocol::Request& req) {

@@ -13,7 +13,10 @@ class Engine;
 
 class Handler {
  public:
-  explicit Handler(Engine* engine) : engine_(engine) {}  // null engine: every op is unavailable
+  // Null engine: every op is unavailable. `rules_file`: the GPUSLEEP_RULES file, read again on a
+  // "reload" (requests never name files).
+  explicit Handler(Engine* engine, std::string rules_file = "")
+      : engine_(engine), rules_file_(std::move(rules_file)) {}
 
   // Parses, dispatches and encodes: the LineHandler the server runs.
   std::string handle_line(std::string_view line);
@@ -26,8 +29,11 @@ class Handler {
   protocol::Json wake(const protocol::Request& request);
   protocol::Json tag(const protocol::Request& request);
   protocol::Json policy(const protocol::Request& request);
+  protocol::Json rules(const protocol::Request& request);
+  protocol::Json retag(const protocol::Request& request);
 
   Engine* engine_;
+  std::string rules_file_;
 };
 
 }  // namespace gpusleep

@@ -25,6 +25,10 @@ struct CallSite {
 
 // "module:qualname (file:line)".
 std::string describe_frame(const PyFrame& frame);
+// "libfoo.so+0x1234 (symbol)" for a native return address.
+std::string describe_native(std::uintptr_t address);
+// The demangled symbol of a native return address ("" when it has none).
+std::string native_symbol(std::uintptr_t address);
 
 // What rules may ask about an allocation beyond its size, device and sequence: read lazily, since
 // most rule sets never need the stacks.

@@ -187,6 +187,13 @@ DrvStatus CudaDriver::synchronize(Context ctx) {
   return api_->cuCtxSynchronize();
 }
 
+DrvStatus CudaDriver::thread_capture_relaxed(bool* relaxed) {
+  CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+  if (CUresult rc = api_->cuThreadExchangeStreamCaptureMode(&mode)) return rc;
+  *relaxed = mode == CU_STREAM_CAPTURE_MODE_RELAXED;
+  return api_->cuThreadExchangeStreamCaptureMode(&mode);  // puts the previous mode back
+}
+
 DrvStatus CudaDriver::relax_capture_mode() {
   CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
   return api_->cuThreadExchangeStreamCaptureMode(&mode);

@@ -27,6 +27,7 @@ class CudaDriver final : public Driver {
   DrvStatus set_context(Context ctx) override;
   DrvStatus synchronize(Context ctx) override;
   DrvStatus relax_capture_mode() override;
+  DrvStatus thread_capture_relaxed(bool* relaxed) override;
   DrvStatus device_count(int* count) override;
   DrvStatus vmm_supported(int device, bool* supported) override;
   DrvStatus granularity(int device, std::size_t* bytes) override;

@@ -43,6 +43,9 @@ class Driver {
   // forbid (cuMemHostRegister and its kin invalidate a global-mode capture). Only for the
   // library's own threads, which never touch the host's captured streams.
   virtual DrvStatus relax_capture_mode() = 0;
+  // Whether the calling thread's stream-capture mode is relaxed (as PyTorch sets it around
+  // allocations made while it captures a CUDA graph). Leaves the mode as it was.
+  virtual DrvStatus thread_capture_relaxed(bool* relaxed) = 0;
 
   // Number of devices visible to the process.
   virtual DrvStatus device_count(int* count) = 0;

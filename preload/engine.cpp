@@ -115,7 +115,7 @@ bool Engine::device_info(int device, DeviceInfo* info) {
 }
 
 AllocOutcome Engine::allocate(std::size_t size, int device, std::uintptr_t call_site,
-                              DevicePtr* out) {
+                              DevicePtr* out, SiteContext* site) {
   DeviceInfo info;
   if (options_.disable || size == 0 || !device_info(device, &info) || !info.vmm) {
     return AllocOutcome::kPassthrough;
@@ -127,8 +127,12 @@ AllocOutcome Engine::allocate(std::size_t size, int device, std::uintptr_t call_
     return AllocOutcome::kPassthrough;
   }
   const std::uint64_t id = next_id_++;
-  TagDecision decision = tagger_.decide(AllocationSite{size, device, id, call_site});
-  if (decision.passthrough) return AllocOutcome::kPassthrough;
+  TagDecision decision = tagger_.decide(AllocationSite{size, device, id, call_site}, site);
+  if (decision.passthrough) {
+    GS_DEBUG("allocation %llu (%zu bytes) passes through by rule \"%s\"",
+             static_cast<unsigned long long>(id), size, decision.rule.c_str());
+    return AllocOutcome::kPassthrough;
+  }
   const std::size_t mapped = round_up(size, info.granularity);
   if (mapped < size) return AllocOutcome::kPassthrough;
 
@@ -169,6 +173,8 @@ AllocOutcome Engine::allocate(std::size_t size, int device, std::uintptr_t call_
   region->device = device;
   region->ctx = ctx;
   region->call_site = call_site;
+  region->site = site != nullptr ? site->call_site() : nullptr;
+  region->rule = decision.rule;
   region->created_at = wall_seconds();
   region->tag = decision.tag;
   region->handle = handle;
@@ -227,6 +233,41 @@ bool Engine::forget_passthrough(DevicePtr ptr) {
   passthrough_bytes_ -= it->second;
   passthrough_.erase(it);
   return true;
+}
+
+void Engine::set_rules(std::shared_ptr<const RuleSet> rules) {
+  if (rules != nullptr) {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    for (const Rule& r : rules->rules()) {
+      if (r.policy) policies_.set(r.tag, *r.policy);
+      if (!r.tag.empty()) known_tags_.insert(r.tag);
+    }
+  }
+  tagger_.set_rules(std::move(rules));
+}
+
+std::pair<std::size_t, std::size_t> Engine::retag(
+    const std::function<bool(const RegionInfo&)>& select, const std::string& tag) {
+  std::lock_guard<std::mutex> op(op_mu_);  // no region changes hands meanwhile
+  std::vector<RegionInfo> infos = table_.snapshot();
+  std::set<std::uint64_t> ids;
+  std::size_t bytes = 0;
+  for (const RegionInfo& info : infos) {
+    if (select(info)) {
+      ids.insert(info.id);
+      bytes += info.mapped;
+    }
+  }
+  table_.update([&] {
+    table_.for_each_locked([&](Region& r) {
+      if (ids.count(r.id)) r.tag = tag;
+    });
+  });
+  {
+    std::lock_guard<std::mutex> lock(meta_mu_);
+    known_tags_.insert(tag);
+  }
+  return {ids.size(), bytes};
 }
 
 bool Engine::set_phase_tag(const std::string& tag) {
@@ -652,9 +693,9 @@ bool Engine::app_key_taken(std::uint64_t value) const {
 }
 
 void Engine::app_created(std::uint64_t key, std::size_t bytes, int device, const void* prop,
-                         std::size_t prop_size, std::uintptr_t call_site) {
+                         std::size_t prop_size, std::uintptr_t call_site, SiteContext* site) {
   const std::uint64_t id = next_id_++;
-  TagDecision decision = tagger_.decide(AllocationSite{bytes, device, id, call_site});
+  TagDecision decision = tagger_.decide(AllocationSite{bytes, device, id, call_site}, site);
   AppHandle h;
   h.bytes = bytes;
   h.device = device;
@@ -663,6 +704,8 @@ void Engine::app_created(std::uint64_t key, std::size_t bytes, int device, const
   h.tag = decision.tag;
   h.id = id;
   h.call_site = call_site;
+  h.site = site != nullptr ? site->call_site() : nullptr;
+  h.rule = decision.rule;
   h.current = key;
   if (decision.passthrough || device < 0) h.pinned = "left to the program";
   {
@@ -818,6 +861,8 @@ void Engine::adopt_if_eligible(AppHandle& h, std::uint64_t key) {
   region->device = h.device;
   region->ctx = ctx;
   region->call_site = h.call_site;
+  region->site = h.site;
+  region->rule = h.rule;
   region->created_at = wall_seconds();
   region->tag = h.tag;
   region->handle = h.current;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -137,7 +138,10 @@ class Engine {
 
   // Allocates `size` bytes on `device` as a tagged region. Thread-safe; never blocks on a sleep
   // or wake in progress.
-  AllocOutcome allocate(std::size_t size, int device, std::uintptr_t call_site, DevicePtr* out);
+  // `site` answers what tagging rules ask about the call site and gives the call site to keep
+  // (null: only the return address `call_site` is known).
+  AllocOutcome allocate(std::size_t size, int device, std::uintptr_t call_site, DevicePtr* out,
+                        SiteContext* site = nullptr);
   // Frees the region starting at `va` (awake or asleep: its memory, mirror and address range).
   // Waits while a sleep or wake is moving that region. kNotOurs for any other pointer.
   FreeOutcome free(DevicePtr va);
@@ -161,7 +165,7 @@ class Engine {
   // program).
   bool app_key_taken(std::uint64_t value) const;
   void app_created(std::uint64_t key, std::size_t bytes, int device, const void* prop,
-                   std::size_t prop_size, std::uintptr_t call_site);
+                   std::size_t prop_size, std::uintptr_t call_site, SiteContext* site = nullptr);
   // The driver handle behind `key` now. kLost: its contents went with an unmap while asleep.
   AppState app_current(std::uint64_t key, PhysHandle* real);
   // The key the program knows for the driver handle `real` (`real` itself if none).
@@ -200,6 +204,15 @@ class Engine {
 
   EngineStatus status();
   std::vector<RegionInfo> regions() const;
+
+  // Tagging rules (null: none). Rules that set a policy set their tag's policy.
+  void set_rules(std::shared_ptr<const RuleSet> rules);
+  std::shared_ptr<const RuleSet> rules() const { return tagger_.rules(); }
+
+  // Gives every region `select` picks the tag `tag` (waits for a sleep or wake in progress).
+  // Returns the regions retagged and their mapped bytes.
+  std::pair<std::size_t, std::size_t> retag(const std::function<bool(const RegionInfo&)>& select,
+                                            const std::string& tag);
 
   // Phase tagging. Returns false if `tag` is neither empty nor a valid tag name.
   bool set_phase_tag(const std::string& tag);
@@ -265,6 +278,8 @@ class Engine {
     std::string tag;
     std::uint64_t id = 0;
     std::uintptr_t call_site = 0;
+    std::shared_ptr<const CallSite> site;
+    std::string rule;
     int refs = 1;              // the program's references (create, retains, less releases)
     PhysHandle current = 0;    // the driver's handle now, when not adopted (0: lost)
     int mappings = 0;

@@ -5,6 +5,7 @@
 
 #include <limits>
 
+#include "callstack.h"
 #include "driver_hooks.h"
 #include "engine.h"
 #include "log.h"
@@ -50,7 +51,8 @@ cudaError_t cudaMalloc(std::uintptr_t call_site, void** devPtr, size_t size) {
     return real_malloc(&rt->engine(), devPtr, size);
   }
   DevicePtr va = 0;
-  switch (rt->engine().allocate(size, device, call_site, &va)) {
+  LiveSite site(rt->engine().driver(), rt->options().python_stacks);
+  switch (rt->engine().allocate(size, device, call_site, &va, &site)) {
     case AllocOutcome::kManaged:
       *devPtr = reinterpret_cast<void*>(va);
       return cudaSuccess;
@@ -127,7 +129,8 @@ CUresult allocate_managed(Runtime* rt, std::size_t bytes, std::uintptr_t call_si
     return CUDA_SUCCESS;
   }
   DevicePtr va = 0;
-  switch (rt->engine().allocate(bytes, device, call_site, &va)) {
+  LiveSite site(rt->engine().driver(), rt->options().python_stacks);
+  switch (rt->engine().allocate(bytes, device, call_site, &va, &site)) {
     case AllocOutcome::kManaged:
       *dptr = static_cast<CUdeviceptr>(va);
       return CUDA_SUCCESS;
@@ -351,7 +354,8 @@ CUresult cuMemCreate(std::uintptr_t call_site,
     engine.driver().release(spare[i]);
   if (engine.app_key_taken(*handle)) return CUDA_ERROR_OUT_OF_MEMORY;
   const int device = prop->location.type == CU_MEM_LOCATION_TYPE_DEVICE ? prop->location.id : -1;
-  engine.app_created(*handle, size, device, prop, sizeof(*prop), call_site);
+  LiveSite site(engine.driver(), rt->options().python_stacks);
+  engine.app_created(*handle, size, device, prop, sizeof(*prop), call_site, &site);
   return rc;
 }
 

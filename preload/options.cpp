@@ -87,6 +87,16 @@ const std::vector<OptionSpec> kOptions = {
        o.runtime_dir = std::string(v);
        return true;
      }},
+    {"GPUSLEEP_RULES", "", "tagging rules: a JSON file (docs/tagging.md), reloadable over the socket",
+     [](Options& o, std::string_view v, std::string*) {
+       o.rules_file = std::string(v);
+       return true;
+     }},
+    {"GPUSLEEP_PYTHON_STACKS", "1",
+     "read the Python frames of each allocation, for rules and call sites (0: native only)",
+     [](Options& o, std::string_view v, std::string* e) {
+       return set_bool(&o.python_stacks, v, e);
+     }},
     {"GPUSLEEP_DISABLE", "0", "1: pass every allocation to the real allocator (no regions)",
      [](Options& o, std::string_view v, std::string* e) { return set_bool(&o.disable, v, e); }},
     {"GPUSLEEP_CONTROL", "1", "0: start no control server",

@@ -26,6 +26,8 @@ struct Options {
   int prep_threads = 0;                    // mirror preparation threads; 0: chosen from the CPUs
   std::size_t max_message = 64u << 10;     // largest control request accepted, in bytes
   std::string driver_library = "libcuda.so.1";
+  std::string rules_file;     // tagging rules (JSON); empty: none
+  bool python_stacks = true;  // read the Python frames of each allocation
 };
 
 struct OptionSpec {

@@ -75,6 +75,11 @@ void RegionTable::update(const std::function<void()>& fn) {
   fn();
 }
 
+void RegionTable::for_each_locked(const std::function<void(Region&)>& fn) {
+  for (auto& [va, region] : by_va_)
+    fn(*region);
+}
+
 std::shared_ptr<Region> RegionTable::remove_when_idle(DevicePtr va) {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
@@ -137,7 +142,9 @@ RegionInfo RegionTable::info_of(const Region& r) {
                     r.slept_policy,
                     r.mirror ? r.mirror->prepared_bytes() : 0,
                     r.mirror ? r.mirror->bytes() : 0,
-                    r.adopted != nullptr};
+                    r.adopted != nullptr,
+                    r.site,
+                    r.rule};
 }
 
 std::vector<RegionInfo> RegionTable::snapshot() const {

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "callsite.h"
 #include "driver.h"
 #include "mirror.h"
 #include "policy.h"
@@ -47,6 +48,8 @@ struct Region {
   int device = 0;
   Context ctx = nullptr;  // the context current when it was allocated
   std::uintptr_t call_site = 0;
+  std::shared_ptr<const CallSite> site;  // Python frames and native addresses (may be null)
+  std::string rule;                      // the tagging rule that decided its tag ("": none)
   double created_at = 0;  // seconds since the epoch
 
   // Read by snapshots: written only under the table's lock.
@@ -76,6 +79,8 @@ struct RegionInfo {
   std::size_t mirror_bytes;  // host bytes prepared for this region
   std::size_t mirror_size;   // host bytes its mirror will hold (0: no mirror yet)
   bool adopted;              // the program's own cuMemCreate memory
+  std::shared_ptr<const CallSite> site;
+  std::string rule;
 };
 
 class RegionTable {
@@ -94,6 +99,8 @@ class RegionTable {
   void settle(const std::vector<std::shared_ptr<Region>>& regions, RegionState state);
   // Runs `fn` under the table's lock (to write snapshot-visible fields of a region).
   void update(const std::function<void()>& fn);
+  // Calls `fn` on every region; only from inside update().
+  void for_each_locked(const std::function<void(Region&)>& fn);
 
   // Waits until the region at `va` is not busy, then removes it from the table and returns it;
   // null when no region starts at `va`.

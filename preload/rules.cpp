@@ -3,7 +3,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #include "options.h"
 
@@ -259,11 +261,29 @@ const Rule* RuleSet::match(const AllocationFacts& facts, SiteContext* context) c
   return nullptr;
 }
 
-std::string describe_frame(const PyFrame& frame) {
-  std::string out = frame.module.empty() ? "?" : frame.module;
-  out += ":" + frame.qualname;
-  if (!frame.file.empty()) out += " (" + frame.file + ":" + std::to_string(frame.line) + ")";
-  return out;
+bool load_rules_file(const std::string& path, std::shared_ptr<const RuleSet>* out,
+                     std::string* error) {
+  constexpr std::size_t kMaxBytes = 1 << 20;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = path + ": cannot be read";
+    return false;
+  }
+  std::string text(kMaxBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > kMaxBytes) {
+    *error = path + ": larger than 1 MiB";
+    return false;
+  }
+  std::string why;
+  auto set = RuleSet::parse(text, &why);
+  if (set == nullptr) {
+    *error = path + ": " + why;
+    return false;
+  }
+  *out = std::move(set);
+  return true;
 }
 
 }  // namespace gpusleep

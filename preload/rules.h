@@ -67,4 +67,8 @@ class RuleSet {
   std::string source_;
 };
 
+// Reads and parses a rules file (at most 1 MiB). On failure says why, naming the file.
+bool load_rules_file(const std::string& path, std::shared_ptr<const RuleSet>* out,
+                     std::string* error);
+
 }  // namespace gpusleep

@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "handler.h"
 #include "log.h"
+#include "rules.h"
 #include "runtime_dir.h"
 #include "server.h"
 
@@ -56,8 +57,17 @@ bool Runtime::init() {
     return false;
   }
   engine_ = std::make_unique<Engine>(*driver_, options_);
+  if (!options_.rules_file.empty()) {
+    std::shared_ptr<const RuleSet> rules;
+    if (load_rules_file(options_.rules_file, &rules, &error)) {
+      engine_->set_rules(std::move(rules));
+      GS_INFO("tagging rules from %s", options_.rules_file.c_str());
+    } else {
+      GS_ERROR("tagging rules not loaded: %s", error.c_str());
+    }
+  }
   if (options_.control) {
-    handler_ = std::make_unique<Handler>(engine_.get());
+    handler_ = std::make_unique<Handler>(engine_.get(), options_.rules_file);
     ServerConfig config;
     config.dir = default_runtime_dir(options_.runtime_dir);
     config.max_message = options_.max_message;

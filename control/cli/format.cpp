@@ -107,16 +107,62 @@ std::string format_status(int pid, const Json& r) {
 
 std::string format_regions(int pid, const Json& r) {
   std::string out = "pid " + std::to_string(pid) + "\n";
+  if (field(r, "groups").is_array()) {
+    Table t({"REGIONS", "BYTES", "TAGS", "CALL SITE"});
+    for (const Json& g : field(r, "groups")) {
+      std::string tags;
+      for (const auto& [tag, n] : field(g, "tags").items())
+        tags += (tags.empty() ? "" : ",") + tag + "=" + count_text(n);
+      t.add({count_text(field(g, "regions")), bytes_text(field(g, "bytes")), tags,
+             str(g, "call_site", "")});
+    }
+    if (field(r, "groups").empty()) return out + "  no regions\n";
+    return out + t.render("  ");
+  }
   Table t({"ID", "ADDRESS", "SIZE", "DEV", "TAG", "STATE", "POLICY", "MIRROR", "CALL SITE"});
   std::size_t n = 0;
+  std::string stacks;
   for (const Json& reg : field(r, "regions")) {
     ++n;
     t.add({str(reg, "id"), str(reg, "address"), bytes_text(field(reg, "mapped_bytes")),
            str(reg, "device"), str(reg, "tag"), str(reg, "state"), str(reg, "policy"),
            bytes_text(field(reg, "mirror_bytes")), str(reg, "call_site", "")});
+    const Json& py = field(reg, "python_stack");
+    const Json& native = field(reg, "native_stack");
+    if (py.is_array() || native.is_array()) {
+      stacks += "  region " + str(reg, "id") + " (tag " + str(reg, "tag") +
+                (field(reg, "rule").is_string() ? ", rule " + str(reg, "rule") : "") + "):\n";
+      for (const Json& f : py)
+        stacks += "    py  " + (f.is_string() ? f.get<std::string>() : "?") + "\n";
+      for (const Json& f : native)
+        stacks += "    c   " + (f.is_string() ? f.get<std::string>() : "?") + "\n";
+    }
   }
   if (n == 0) return out + "  no regions\n";
+  return out + t.render("  ") + stacks;
+}
+
+std::string format_rules(int pid, const Json& r) {
+  std::string out = "pid " + std::to_string(pid) + ": ";
+  const Json& rules = field(r, "rules");
+  if (!rules.is_array() || rules.empty()) return out + "no tagging rules\n";
+  out += std::to_string(rules.size()) + " tagging rules" +
+         (field(r, "file").is_string() ? " (file " + str(r, "file") + ")" : "") + "\n";
+  Table t({"#", "NAME", "ACTION"});
+  std::size_t i = 0;
+  for (const Json& rule : rules) {
+    std::string action = str(rule, "action") == "passthrough"
+                             ? std::string("pass through")
+                             : "tag " + str(rule, "tag") +
+                                   (field(rule, "policy").is_string() ? " (" + str(rule, "policy") + ")" : "");
+    t.add({std::to_string(++i), str(rule, "name"), action});
+  }
   return out + t.render("  ");
+}
+
+std::string format_retag(int pid, const Json& r) {
+  return "pid " + std::to_string(pid) + ": retagged " + count_text(field(r, "regions")) +
+         " regions (" + bytes_text(field(r, "bytes")) + ") " + str(r, "tag") + "\n";
 }
 
 std::string format_sleep_wake(int pid, const char* verb, const Json& r) {

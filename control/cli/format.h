@@ -28,6 +28,8 @@ std::string format_regions(int pid, const protocol::Json& result);
 std::string format_sleep_wake(int pid, const char* verb, const protocol::Json& result);
 std::string format_tag(int pid, const protocol::Json& result);
 std::string format_policy(int pid, const protocol::Json& result);
+std::string format_rules(int pid, const protocol::Json& result);
+std::string format_retag(int pid, const protocol::Json& result);
 std::string format_error(int pid, const protocol::Json& error);
 std::string format_ps(const std::vector<std::pair<int, protocol::Json>>& statuses);
 

@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cctype>
+#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -24,12 +26,19 @@ using protocol::Json;
 constexpr const char* kUsage = R"(usage: gpusleep COMMAND [ARGS] [OPTIONS]
 
 Commands:
-  run [--tag TAG] [--policy TAG=POLICY,...] [--log-level LEVEL] -- CMD [ARGS...]
-                          start CMD with the library preloaded
+  run [--tag TAG] [--policy TAG=POLICY,...] [--preset NAME | --rules FILE]
+      [--log-level LEVEL] -- CMD [ARGS...]
+                          start CMD with the library preloaded (--preset: tagging
+                          rules shipped for pytorch, transformers, vllm, sglang)
   ps                      list the processes running with the library
   status                  per tag: policy, state, regions, bytes resident and asleep,
                           host mirror bytes, last sleep and wake durations; devices
-  regions [TAG...]        every region: address, size, device, tag, state, call site
+  regions [TAG...] [--stacks] [--group [--depth N]]
+                          every region: address, size, device, tag, state, call site;
+                          --stacks: its Python and native frames; --group: regions and
+                          bytes per call site (its innermost N Python frames)
+  retag TAG (--id N[,N...] | --range START-END | --call-site REGEX)
+                          give regions the tag TAG
   sleep [TAG...] [--policy offload|discard]
                           copy out (offload) or drop (discard) the TAGs' contents and
                           release their GPU memory; no TAG: every tag
@@ -38,6 +47,9 @@ Commands:
   tag [TAG | --clear]     tag later allocations TAG (phase tagging); no TAG: show
   policy [TAG [offload|discard]]
                           show the per-tag policies, or set TAG's
+  rules [show | set FILE | reload | clear]
+                          show the tagging rules, replace them with FILE's, read
+                          the process's GPUSLEEP_RULES file again, or drop them
 
 Which process (every command but run and ps):
   --pid N                 the process N
@@ -66,6 +78,14 @@ struct Args {
   std::optional<std::string> policy;
   std::optional<std::string> tag_option;
   std::optional<std::string> log_level;
+  std::optional<std::string> preset;
+  std::optional<std::string> rules_file;
+  std::optional<std::string> ids;
+  std::optional<std::string> range;
+  std::optional<std::string> call_site;
+  bool stacks = false;
+  bool group = false;
+  int depth = 1;
   std::vector<std::string> run_command;
 };
 
@@ -128,6 +148,24 @@ Args parse_args(int argc, char** argv) {
       a.tag_option = value("--tag");
     } else if (s == "--log-level") {
       a.log_level = value("--log-level");
+    } else if (s == "--preset") {
+      a.preset = value("--preset");
+    } else if (s == "--rules") {
+      a.rules_file = value("--rules");
+    } else if (s == "--id") {
+      a.ids = value("--id");
+    } else if (s == "--range") {
+      a.range = value("--range");
+    } else if (s == "--call-site") {
+      a.call_site = value("--call-site");
+    } else if (s == "--stacks") {
+      a.stacks = true;
+    } else if (s == "--group") {
+      a.group = true;
+    } else if (s == "--depth") {
+      long d = 0;
+      if (!parse_int(value("--depth"), 1, 64, &d)) usage_error("--depth takes 1 to 64");
+      a.depth = static_cast<int>(d);
     } else if (s.size() > 1 && s[0] == '-') {
       usage_error("unknown option " + s);
     } else {
@@ -254,8 +292,58 @@ std::string library_path() {
   return "";
 }
 
+// Where the shipped rule files are: GPUSLEEP_PRESET_DIR, next to an installed CLI, or the
+// source tree it was built from.
+std::string preset_path(const std::string& name) {
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') {
+      usage_error("a preset name is letters, digits, '_' and '-'");
+    }
+  }
+  std::vector<std::string> dirs;
+  if (const char* d = std::getenv("GPUSLEEP_PRESET_DIR"); d && *d) dirs.push_back(d);
+  char exe[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    std::string dir(exe, static_cast<std::size_t>(n));
+    dir = dir.substr(0, dir.find_last_of('/'));
+    dirs.push_back(dir + "/../share/gpusleep/presets");
+  }
+  dirs.push_back(GPUSLEEP_SOURCE_PRESET_DIR);
+  for (const std::string& d : dirs) {
+    std::string candidate = d + "/" + name + ".json";
+    if (::access(candidate.c_str(), R_OK) == 0) {
+      char real[PATH_MAX];
+      return ::realpath(candidate.c_str(), real) ? std::string(real) : candidate;
+    }
+  }
+  std::fprintf(stderr, "gpusleep: no preset '%s' (looked in %s)\n", name.c_str(),
+               GPUSLEEP_SOURCE_PRESET_DIR);
+  std::exit(2);
+}
+
+std::string read_file_or_exit(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    std::fprintf(stderr, "gpusleep: cannot read %s: %s\n", path.c_str(), strerror(errno));
+    std::exit(1);
+  }
+  std::string text;
+  char buf[65536];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0 && text.size() <= (1u << 20))
+    text.append(buf, n);
+  std::fclose(f);
+  if (text.size() > (1u << 20)) {
+    std::fprintf(stderr, "gpusleep: %s is larger than 1 MiB\n", path.c_str());
+    std::exit(1);
+  }
+  return text;
+}
+
 int cmd_run(const Args& a) {
   if (a.run_command.empty()) usage_error("run needs a command after --");
+  if (a.preset && a.rules_file) usage_error("give --preset or --rules, not both");
   std::string lib = library_path();
   if (lib.empty()) {
     std::fprintf(stderr, "gpusleep: cannot find libgpusleep.so; set GPUSLEEP_LIBRARY\n");
@@ -267,6 +355,15 @@ int cmd_run(const Args& a) {
   if (a.tag_option) setenv("GPUSLEEP_DEFAULT_TAG", a.tag_option->c_str(), 1);
   if (a.policy) setenv("GPUSLEEP_POLICY", a.policy->c_str(), 1);
   if (a.log_level) setenv("GPUSLEEP_LOG_LEVEL", a.log_level->c_str(), 1);
+  if (a.preset) setenv("GPUSLEEP_RULES", preset_path(*a.preset).c_str(), 1);
+  if (a.rules_file) {
+    char real[PATH_MAX];
+    if (::realpath(a.rules_file->c_str(), real) == nullptr) {
+      std::fprintf(stderr, "gpusleep: cannot read %s: %s\n", a.rules_file->c_str(), strerror(errno));
+      return 1;
+    }
+    setenv("GPUSLEEP_RULES", real, 1);
+  }
   std::vector<char*> argv;
   for (const auto& s : a.run_command)
     argv.push_back(const_cast<char*>(s.c_str()));
@@ -329,8 +426,58 @@ int run_command(const Args& a) {
     request = protocol::make_request("status");
     human = format_status;
   } else if (a.command == "regions") {
-    request = protocol::make_request("regions", tags_field(a.positional));
+    Json fields = tags_field(a.positional);
+    if (a.stacks) fields["stacks"] = true;
+    if (a.group) fields["group"] = true;
+    if (a.depth != 1) {
+      if (!a.group) usage_error("--depth goes with --group");
+      fields["depth"] = a.depth;
+    }
+    request = protocol::make_request("regions", fields);
     human = format_regions;
+  } else if (a.command == "retag") {
+    if (a.positional.size() != 1) usage_error("retag takes one tag");
+    if ((a.ids ? 1 : 0) + (a.range ? 1 : 0) + (a.call_site ? 1 : 0) != 1) {
+      usage_error("retag needs one of --id, --range and --call-site");
+    }
+    Json fields{{"tag", a.positional[0]}};
+    if (a.ids) {
+      Json ids = Json::array();
+      std::string rest = *a.ids;
+      while (!rest.empty()) {
+        std::string one = rest.substr(0, rest.find(','));
+        rest = rest.find(',') == std::string::npos ? "" : rest.substr(rest.find(',') + 1);
+        long id = 0;
+        if (!parse_int(one, 1, LONG_MAX, &id)) usage_error("--id takes region ids: N[,N...]");
+        ids.push_back(static_cast<std::uint64_t>(id));
+      }
+      fields["ids"] = ids;
+    } else if (a.range) {
+      std::size_t dash = a.range->find('-');
+      if (dash == std::string::npos) usage_error("--range takes START-END (addresses)");
+      fields["range"] = {{"start", a.range->substr(0, dash)}, {"end", a.range->substr(dash + 1)}};
+    } else {
+      fields["call_site"] = *a.call_site;
+    }
+    request = protocol::make_request("retag", fields);
+    human = format_retag;
+  } else if (a.command == "rules") {
+    const std::string action = a.positional.empty() ? "show" : a.positional[0];
+    Json fields{{"action", action}};
+    if (action == "set") {
+      if (a.positional.size() != 2) usage_error("rules set takes a file");
+      Json parsed = Json::parse(read_file_or_exit(a.positional[1]), nullptr, false);
+      if (parsed.is_discarded()) {
+        std::fprintf(stderr, "gpusleep: %s is not valid JSON\n", a.positional[1].c_str());
+        return 1;
+      }
+      fields["rules"] = parsed;
+    } else if (a.positional.size() > 1 ||
+               (action != "show" && action != "reload" && action != "clear")) {
+      usage_error("rules takes show, set FILE, reload or clear");
+    }
+    request = protocol::make_request("rules", fields);
+    human = format_rules;
   } else if (a.command == "sleep") {
     Json fields = tags_field(a.positional);
     if (a.policy) fields["policy"] = *a.policy;

@@ -168,3 +168,50 @@ TEST_CASE("the tagger applies rules first, then the phase tag, then the default"
 
 }  // namespace
 }  // namespace gpusleep
+
+namespace gpusleep {
+namespace {
+
+TEST_CASE("every shipped preset parses") {
+  for (const char* name : {"pytorch", "transformers", "vllm", "sglang", "nccl"}) {
+    INFO(name);
+    std::shared_ptr<const RuleSet> set;
+    std::string error;
+    CHECK(load_rules_file(std::string(GPUSLEEP_PRESET_DIR) + "/" + name + ".json", &set, &error));
+    CHECK(error.empty());
+    REQUIRE(set != nullptr);
+    CHECK_FALSE(set->rules().empty());
+  }
+}
+
+TEST_CASE("the transformers preset tags caches, loading and capture from Python frames") {
+  std::shared_ptr<const RuleSet> set;
+  std::string error;
+  REQUIRE(load_rules_file(std::string(GPUSLEEP_PRESET_DIR) + "/transformers.json", &set, &error));
+  Context ctx;
+  auto tag = [&]() {
+    const Rule* r = set->match(AllocationFacts{1 << 20, 0, 1, ""}, &ctx);
+    return r ? r->tag : std::string("-");
+  };
+  ctx.frames = {{"torch.nn.modules.module", "Module._apply", "module.py", 900},
+                {"torch.nn.modules.module", "Module.to", "module.py", 1300},
+                {"__main__", "main", "server.py", 10}};
+  CHECK(tag() == "weights");
+  ctx.frames = {{"transformers.cache_utils", "StaticLayer.lazy_initialization", "c.py", 1},
+                {"transformers.models.llama.modeling_llama", "LlamaAttention.forward", "m.py", 1}};
+  CHECK(tag() == "kv_cache");
+  ctx.frames = {{"transformers.models.llama.modeling_llama", "LlamaMLP.forward", "m.py", 1}};
+  CHECK(tag() == "-");  // activations keep the phase or default tag
+  ctx.capture = true;
+  CHECK(tag() == "cuda_graph");
+}
+
+TEST_CASE("a rules file that cannot be read or is too large is refused with its name") {
+  std::shared_ptr<const RuleSet> set;
+  std::string error;
+  CHECK_FALSE(load_rules_file("/nonexistent/rules.json", &set, &error));
+  CHECK(error == "/nonexistent/rules.json: cannot be read");
+}
+
+}  // namespace
+}  // namespace gpusleep
