@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -30,6 +31,8 @@ struct PyApi {
   PyObj (*PyGILState_GetThisThreadState)() = nullptr;
   int (*PyGILState_Ensure)() = nullptr;
   void (*PyGILState_Release)(int) = nullptr;
+  PyObj (*PyEval_SaveThread)() = nullptr;
+  void (*PyEval_RestoreThread)(PyObj) = nullptr;
   PyObj (*PyThreadState_GetFrame)(PyObj) = nullptr;
   PyObj (*PyFrame_GetBack)(PyObj) = nullptr;
   PyObj (*PyFrame_GetCode)(PyObj) = nullptr;
@@ -60,6 +63,8 @@ const PyApi& api() {
     find(&p.PyGILState_GetThisThreadState, "PyGILState_GetThisThreadState");
     find(&p.PyGILState_Ensure, "PyGILState_Ensure");
     find(&p.PyGILState_Release, "PyGILState_Release");
+    find(&p.PyEval_SaveThread, "PyEval_SaveThread");
+    find(&p.PyEval_RestoreThread, "PyEval_RestoreThread");
     find(&p.PyThreadState_GetFrame, "PyThreadState_GetFrame");
     find(&p.PyFrame_GetBack, "PyFrame_GetBack");
     find(&p.PyFrame_GetCode, "PyFrame_GetCode");
@@ -74,7 +79,8 @@ const PyApi& api() {
     find(&p.PyGC_Disable, "PyGC_Disable");
     find(&p.PyGC_Enable, "PyGC_Enable");
     p.ok = p.Py_IsInitialized && p.PyGILState_Check && p.PyGILState_GetThisThreadState &&
-           p.PyGILState_Ensure && p.PyGILState_Release && p.PyThreadState_GetFrame &&
+           p.PyGILState_Ensure && p.PyGILState_Release && p.PyEval_SaveThread &&
+           p.PyEval_RestoreThread && p.PyThreadState_GetFrame &&
            p.PyFrame_GetBack && p.PyFrame_GetCode && p.PyFrame_GetLineNumber &&
            p.PyObject_GetAttrString && p.PyUnicode_AsUTF8 && p.PyDict_GetItemString &&
            p.Py_DecRef && p.PyErr_Fetch && p.PyErr_Restore;
@@ -132,7 +138,9 @@ std::vector<PyFrame> walk(const PyApi& p, PyObj tstate) {
 // Reads another thread's frames while it waits, from a thread of the library's own that takes
 // the GIL. A request the caller gave up on is dropped; the caller never waits longer than
 // kHelperTimeoutMs, so a GIL held by a thread that waits for something the caller holds costs one
-// call site, never a deadlock.
+// call site, never a deadlock. The helper keeps one Python thread state for its life (creating
+// one per request costs more than reading the frames), and both sides spin briefly before they
+// sleep, since allocations come in bursts.
 class Helper {
  public:
   static Helper& get() {
@@ -143,20 +151,27 @@ class Helper {
   bool read(PyObj tstate, std::vector<PyFrame>* out) {
     auto req = std::make_shared<Request>();
     req->tstate = tstate;
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!started_) {
-      started_ = true;
-      start_quiet_thread([this] { run(); }).detach();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!started_) {
+        started_ = true;
+        start_quiet_thread([this] { run(); }).detach();
+      }
+      queue_.push_back(req);
     }
-    queue_.push_back(req);
     cv_.notify_all();
-    bool done = cv_.wait_for(lock, std::chrono::milliseconds(kHelperTimeoutMs),
-                             [&] { return req->state == State::kDone; });
+    const auto deadline = Clock::now() + std::chrono::milliseconds(kHelperTimeoutMs);
+    const auto spin_until = Clock::now() + std::chrono::microseconds(kSpinUs);
+    while (req->state.load(std::memory_order_acquire) != kDone && Clock::now() < spin_until)
+      std::this_thread::yield();
+    std::unique_lock<std::mutex> lock(mu_);
+    bool done = done_cv_.wait_until(lock, deadline, [&] {
+      return req->state.load(std::memory_order_acquire) == kDone;
+    });
     if (!done) {
       // Taken or not, the caller's frames stay put only while it waits or the helper holds the
       // GIL; the helper drops the result either way.
-      req->state = State::kAbandoned;
-      ++timeouts_;
+      req->state.store(kAbandoned);
       return false;
     }
     *out = std::move(req->frames);
@@ -164,54 +179,60 @@ class Helper {
   }
 
  private:
-  enum class State { kWaiting, kTaken, kDone, kAbandoned };
+  using Clock = std::chrono::steady_clock;
+  static constexpr int kSpinUs = 200;
+  enum State : int { kWaiting, kTaken, kDone, kAbandoned };
   struct Request {
     PyObj tstate = nullptr;
-    State state = State::kWaiting;
+    std::atomic<int> state{kWaiting};
     std::vector<PyFrame> frames;
   };
 
+  std::shared_ptr<Request> next() {
+    const auto spin_until = Clock::now() + std::chrono::microseconds(kSpinUs);
+    std::unique_lock<std::mutex> lock(mu_);
+    while (queue_.empty() && Clock::now() < spin_until) {
+      lock.unlock();
+      std::this_thread::yield();
+      lock.lock();
+    }
+    cv_.wait(lock, [&] { return !queue_.empty(); });
+    std::shared_ptr<Request> req = queue_.front();
+    queue_.pop_front();
+    return req;
+  }
+
   void run() {
     const PyApi& p = api();
+    // A thread state of its own, kept: take it once, then give the GIL back until asked.
+    p.PyGILState_Ensure();
+    PyObj self = p.PyEval_SaveThread();
     for (;;) {
-      std::shared_ptr<Request> req;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return !queue_.empty(); });
-        req = queue_.front();
-        queue_.pop_front();
-        if (req->state == State::kAbandoned) continue;
-      }
+      std::shared_ptr<Request> req = next();
+      if (req->state.load() == kAbandoned) continue;
       if (p.Py_IsFinalizing != nullptr && p.Py_IsFinalizing()) continue;  // the caller times out
-      const int gil = p.PyGILState_Ensure();
-      bool take = false;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (req->state == State::kWaiting) {
-          req->state = State::kTaken;
-          take = true;
-        }
-      }
+      p.PyEval_RestoreThread(self);
+      int expected = kWaiting;
+      const bool take = req->state.compare_exchange_strong(expected, kTaken);
       // The caller cannot take the GIL back while this thread holds it, so the frames it had
       // when it asked are the frames read here, even if it has stopped waiting.
       std::vector<PyFrame> frames = take ? walk(p, req->tstate) : std::vector<PyFrame>{};
-      {
+      self = p.PyEval_SaveThread();
+      if (take) {
         std::lock_guard<std::mutex> lock(mu_);
-        if (req->state == State::kTaken) {
-          req->frames = std::move(frames);
-          req->state = State::kDone;
-        }
+        req->frames = std::move(frames);
+        expected = kTaken;
+        req->state.compare_exchange_strong(expected, kDone, std::memory_order_release);
       }
-      cv_.notify_all();
-      p.PyGILState_Release(gil);
+      done_cv_.notify_all();
     }
   }
 
   std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable done_cv_;
   std::deque<std::shared_ptr<Request>> queue_;
   bool started_ = false;
-  unsigned long timeouts_ = 0;
 };
 
 }  // namespace

@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TORCH_PROGRAM = os.path.join(HERE, "torch_program.py")
 CUPY_PROGRAM = os.path.join(HERE, "cupy_program.py")
 JAX_PROGRAM = os.path.join(HERE, "jax_program.py")
+TRANSFORMERS_SERVER = os.path.join(HERE, "transformers_server.py")
 GiB = 1 << 30
 
 
@@ -38,8 +39,8 @@ class GpuTest(unittest.TestCase):
             h.close()
         self.tmp.cleanup()
 
-    def start(self, argv, tag):
-        h = Host(CLI, argv, self.env, tag=tag)
+    def start(self, argv, tag, extra=()):
+        h = Host(CLI, argv, self.env, tag=tag, extra=extra)
         self.hosts.append(h)
         return h
 
@@ -244,6 +245,43 @@ class TorchExpandableSegments(GpuTest):
         self.assertTrue(any(r["adopted"] for r in regions))
         unsleepable = {u["kind"]: u["bytes"] for u in status["unsleepable"]}
         self.assertLess(unsleepable["application_vmm"], 64 << 20)
+
+
+class TransformersServer(GpuTest):
+    def test_preset_alone_tags_weights_kv_cache_and_cuda_graph(self):
+        self.need_python_module("transformers")
+        host = self.start([sys.executable, TRANSFORMERS_SERVER], tag=None,
+                          extra=["--preset", "transformers"])
+        ready = host.expect("READY", timeout=600)
+        tokens = ready.split()[1]
+        tags = self.tag_states(host.pid)
+        for t in ("weights", "kv_cache", "cuda_graph"):
+            self.assertGreater(tags.get(t, {}).get("bytes", 0), 0, f"no {t} regions: {tags}")
+        regions = self.cli("regions", "--pid", str(host.pid))["result"]["regions"]
+        kv = [r for r in regions if r["tag"] == "kv_cache"]
+        self.assertTrue(all(r["rule"] == "kv caches" for r in kv), kv[:3])
+        # The KV cache alone: exactly its bytes are freed, seen from outside.
+        kv_bytes = tags["kv_cache"]["bytes"]
+        free_before = nvidia_free_bytes()
+        slept = self.cli("sleep", "--pid", str(host.pid), "kv_cache")["result"]
+        freed = nvidia_free_bytes() - free_before
+        self.assertEqual(slept["bytes"], kv_bytes)
+        self.assertEqual(slept["discarded_bytes"], kv_bytes)  # kv_cache discards by default
+        self.assertLess(abs(freed - kv_bytes), 0.01 * kv_bytes + (64 << 20))
+        self.cli("wake", "--pid", str(host.pid), "kv_cache")
+        self.assertEqual(host.send("generate"), f"OK tokens={tokens}")
+        # Everything: weights and graph memory offloaded, the cache dropped; same tokens.
+        slept = self.sleep_and_check_release(host.pid)
+        self.cli("wake", "--pid", str(host.pid))
+        self.assertEqual(host.send("generate"), f"OK tokens={tokens}")
+        groups = self.cli("regions", "--pid", str(host.pid), "--group")["result"]["groups"]
+        summary(f"transformers server ({ready.split()[2]}) under --preset transformers: "
+                + ", ".join(f"{t} {tags[t]['bytes'] / GiB:.2f} GiB in {tags[t]['regions']} regions"
+                            for t in ("weights", "kv_cache", "cuda_graph"))
+                + f"; other: {sum(v['bytes'] for k, v in tags.items() if k not in ('weights', 'kv_cache', 'cuda_graph')) / GiB:.2f} GiB; "
+                f"kv_cache sleep freed {freed / GiB:.2f} GiB of {kv_bytes / GiB:.2f} GiB; "
+                f"full sleep {slept['bytes'] / GiB:.2f} GiB; tokens identical; "
+                f"{len(groups)} call sites")
 
 
 if __name__ == "__main__":
