@@ -253,7 +253,7 @@ class TransformersServer(GpuTest):
         host = self.start([sys.executable, TRANSFORMERS_SERVER], tag=None,
                           extra=["--preset", "transformers"])
         ready = host.expect("READY", timeout=600)
-        tokens = ready.split()[1]
+        tokens = ready.split()[1].split("=", 1)[1]
         tags = self.tag_states(host.pid)
         for t in ("weights", "kv_cache", "cuda_graph"):
             self.assertGreater(tags.get(t, {}).get("bytes", 0), 0, f"no {t} regions: {tags}")
