@@ -4,6 +4,7 @@ functions named like a server's loaders; the Python client (control/python) and 
 the tags, call sites and groups back, retag, replace and reload the rules."""
 import json
 import os
+import subprocess
 import sys
 import time
 import unittest
@@ -163,6 +164,16 @@ class Tagging(test_emulated.Emulated):
         self.assertEqual([x["name"] for x in proc.rules()["rules"]], ["scratch"])
         self.assertIsNotNone(proc.rules("clear"))
         self.assertEqual(proc.rules()["rules"], [])
+
+    def test_run_with_a_preset_loads_its_rules_and_an_unknown_preset_is_refused(self):
+        h = self.start_python(extra=["--preset", "transformers"])
+        names = [r["name"] for r in self.client(h).rules()["rules"]]
+        self.assertIn("kv caches", names)
+        self.assertTrue(self.client(h).rules()["file"].endswith("/control/presets/transformers.json"))
+        p = subprocess.run([test_emulated.CLI, "run", "--preset", "no-such", "--", "true"],
+                           env=self.env, capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("no preset 'no-such'", p.stderr)
 
     def test_the_client_finds_processes_and_reports_failures(self):
         h1 = self.start_python()
