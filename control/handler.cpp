@@ -7,11 +7,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <regex>
 #include <set>
-#include <cstdio>
 
 #include "engine.h"
 #include "rules.h"
@@ -242,7 +242,8 @@ Json Handler::regions(const protocol::Request& req) {
   int depth = 1;
   for (const char* name : {"stacks", "group"}) {
     if (auto it = req.body.find(name); it != req.body.end() && !it->is_null()) {
-      if (!it->is_boolean()) return invalid(req, std::string("field '") + name + "': expected true or false");
+      if (!it->is_boolean())
+        return invalid(req, std::string("field '") + name + "': expected true or false");
       (std::string(name) == "stacks" ? stacks : group) = it->get<bool>();
     }
   }
@@ -274,19 +275,20 @@ Json Handler::regions(const protocol::Request& req) {
       continue;
     }
     bool asleep = r.state == RegionState::kAsleep || r.state == RegionState::kWaking;
-    Json entry{{"id", r.id},
-               {"address", hex(r.va)},
-               {"size", r.size},
-               {"mapped_bytes", r.mapped},
-               {"device", r.device},
-               {"tag", r.tag},
-               {"state", region_state_name(r.state)},
-               {"policy", policy_name(asleep ? r.slept_policy : engine_->policies().for_tag(r.tag))},
-               {"mirror_bytes", r.mirror_bytes},
-               {"call_site", call_site_key(r, 1)},
-               {"rule", r.rule.empty() ? Json(nullptr) : Json(r.rule)},
-               {"adopted", r.adopted},
-               {"created_at", r.created_at}};
+    Json entry{
+        {"id", r.id},
+        {"address", hex(r.va)},
+        {"size", r.size},
+        {"mapped_bytes", r.mapped},
+        {"device", r.device},
+        {"tag", r.tag},
+        {"state", region_state_name(r.state)},
+        {"policy", policy_name(asleep ? r.slept_policy : engine_->policies().for_tag(r.tag))},
+        {"mirror_bytes", r.mirror_bytes},
+        {"call_site", call_site_key(r, 1)},
+        {"rule", r.rule.empty() ? Json(nullptr) : Json(r.rule)},
+        {"adopted", r.adopted},
+        {"created_at", r.created_at}};
     if (stacks) {
       Json py = Json::array();
       Json native = Json::array();
@@ -335,7 +337,8 @@ Json Handler::rules(const protocol::Request& req) {
     engine_->set_rules(std::move(set));
   } else if (what == "reload") {
     if (rules_file_.empty()) {
-      return invalid(req, "no rules file to reload (the process was started without GPUSLEEP_RULES)");
+      return invalid(req,
+                     "no rules file to reload (the process was started without GPUSLEEP_RULES)");
     }
     std::shared_ptr<const RuleSet> set;
     std::string why;
@@ -363,9 +366,10 @@ Json Handler::rules(const protocol::Request& req) {
     }
     source = Json::parse(current->source(), nullptr, false);
   }
-  return protocol::ok_reply(req.id, Json{{"rules", names},
-                                         {"source", source},
-                                         {"file", rules_file_.empty() ? Json(nullptr) : Json(rules_file_)}});
+  return protocol::ok_reply(
+      req.id, Json{{"rules", names},
+                   {"source", source},
+                   {"file", rules_file_.empty() ? Json(nullptr) : Json(rules_file_)}});
 }
 
 Json Handler::retag(const protocol::Request& req) {
@@ -415,18 +419,21 @@ Json Handler::retag(const protocol::Request& req) {
     };
     if (!it->is_object() || !it->contains("start") || !it->contains("end") ||
         !address((*it)["start"], &start) || !address((*it)["end"], &end) || start >= end) {
-      return invalid(req, "field 'range': expected {\"start\": ADDRESS, \"end\": ADDRESS} with "
-                          "start below end (numbers or \"0x...\" strings)");
+      return invalid(req,
+                     "field 'range': expected {\"start\": ADDRESS, \"end\": ADDRESS} with "
+                     "start below end (numbers or \"0x...\" strings)");
     }
     // Regions that lie within [start, end).
     select = [start, end](const RegionInfo& r) { return r.va >= start && r.va + r.mapped <= end; };
   } else {
-    if (call_site->size() > 1024) return invalid(req, "field 'call_site': longer than 1024 characters");
+    if (call_site->size() > 1024)
+      return invalid(req, "field 'call_site': longer than 1024 characters");
     std::regex re;
     try {
       re = std::regex(*call_site, std::regex::ECMAScript);
     } catch (const std::regex_error& e) {
-      return invalid(req, "field 'call_site': invalid regular expression: " + std::string(e.what()));
+      return invalid(req,
+                     "field 'call_site': invalid regular expression: " + std::string(e.what()));
     }
     select = [re](const RegionInfo& r) {
       if (std::regex_search(call_site_key(r, 1), re)) return true;

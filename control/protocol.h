@@ -26,7 +26,7 @@ inline constexpr const char* kInvalidArgument =
     "invalid_argument";  // a field of the wrong type/value
 inline constexpr const char* kUnknownTag = "unknown_tag";
 inline constexpr const char* kInvalidRules = "invalid_rules";  // a rule set that does not parse
-inline constexpr const char* kOutOfMemory = "out_of_memory";           // device memory (wake)
+inline constexpr const char* kOutOfMemory = "out_of_memory";   // device memory (wake)
 inline constexpr const char* kHostOutOfMemory = "host_out_of_memory";  // host memory (sleep)
 inline constexpr const char* kDriverError = "driver_error";
 inline constexpr const char* kMessageTooLarge = "message_too_large";

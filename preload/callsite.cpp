@@ -42,9 +42,9 @@ std::string describe_native(std::uintptr_t address) {
   const char* base = std::strrchr(info.dli_fname, '/');
   base = base != nullptr ? base + 1 : info.dli_fname;
   char buf[64];
-  std::snprintf(buf, sizeof buf, "+0x%llx",
-                static_cast<unsigned long long>(address -
-                                                reinterpret_cast<std::uintptr_t>(info.dli_fbase)));
+  std::snprintf(
+      buf, sizeof buf, "+0x%llx",
+      static_cast<unsigned long long>(address - reinterpret_cast<std::uintptr_t>(info.dli_fbase)));
   std::string out = std::string(base) + buf;
   std::string sym = native_symbol(address);
   if (!sym.empty()) out += " (" + sym.substr(0, 160) + ")";

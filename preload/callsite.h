@@ -18,9 +18,9 @@ struct PyFrame {
 };
 
 struct CallSite {
-  std::vector<PyFrame> python;            // innermost first; empty without Python
-  std::vector<std::uintptr_t> native;     // return addresses, innermost first
-  bool python_unavailable = false;        // Python is there but the stack could not be read
+  std::vector<PyFrame> python;         // innermost first; empty without Python
+  std::vector<std::uintptr_t> native;  // return addresses, innermost first
+  bool python_unavailable = false;     // Python is there but the stack could not be read
 };
 
 // "module:qualname (file:line)".

@@ -3,7 +3,6 @@
 #include <dlfcn.h>
 #include <execinfo.h>
 
-
 #include "pystack.h"
 
 namespace gpusleep {

@@ -26,15 +26,15 @@ static_assert(sizeof(kEntries) / sizeof(kEntries[0]) == kSlotCount);
 
 // The exported functions. A missing driver function (none loaded) reads as an uninitialized
 // driver, which is what the caller would have got from a driver that failed to start.
-#define GPUSLEEP_DEFINE_DRIVER_HOOK(ret, abi, api, since, until, variant, params, args)      \
-  extern "C" GPUSLEEP_EXPORT ret abi params {                                               \
-    using Fn = ret(*) params;                                                               \
-    auto real = reinterpret_cast<Fn>(                                                       \
-        gpusleep::driver_hooks::real_or_next(gpusleep::driver_hooks::kSlot_##abi));         \
-    if (real == nullptr) return CUDA_ERROR_NOT_INITIALIZED;                                 \
-    return gpusleep::hooks::abi GPUSLEEP_PREPEND(                                           \
-        reinterpret_cast<std::uintptr_t>(__builtin_return_address(0)),                      \
-        GPUSLEEP_PREPEND(real, args));                                                      \
+#define GPUSLEEP_DEFINE_DRIVER_HOOK(ret, abi, api, since, until, variant, params, args) \
+  extern "C" GPUSLEEP_EXPORT ret abi params {                                           \
+    using Fn = ret(*) params;                                                           \
+    auto real = reinterpret_cast<Fn>(                                                   \
+        gpusleep::driver_hooks::real_or_next(gpusleep::driver_hooks::kSlot_##abi));     \
+    if (real == nullptr) return CUDA_ERROR_NOT_INITIALIZED;                             \
+    return gpusleep::hooks::abi GPUSLEEP_PREPEND(                                       \
+        reinterpret_cast<std::uintptr_t>(__builtin_return_address(0)),                  \
+        GPUSLEEP_PREPEND(real, args));                                                  \
   }
 GPUSLEEP_DRIVER_HOOKS(GPUSLEEP_DEFINE_DRIVER_HOOK)
 #undef GPUSLEEP_DEFINE_DRIVER_HOOK
@@ -53,8 +53,8 @@ void* substitute(int slot, void* real) {
   if (slot < 0) return real;
   auto s = static_cast<std::size_t>(slot);
   if (table().learn(s, real)) return kWrappers[s];
-  GS_DEBUG("%s resolved to a second function (%p); handing it back unwrapped",
-           table().entry(s).abi, real);
+  GS_DEBUG("%s resolved to a second function (%p); handing it back unwrapped", table().entry(s).abi,
+           real);
   return real;
 }
 
@@ -97,7 +97,8 @@ void* for_runtime_entry(const char* api, int version, void* real) {
     ++candidates;
     only = static_cast<int>(i);
   }
-  if (candidates == 1 && table().entry(static_cast<std::size_t>(only)).variant == StreamVariant::kAny) {
+  if (candidates == 1 &&
+      table().entry(static_cast<std::size_t>(only)).variant == StreamVariant::kAny) {
     return substitute(only, real);
   }
   return real;

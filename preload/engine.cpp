@@ -1002,9 +1002,10 @@ void Engine::grant_peer(int accessor, int owner) {
   for (const auto& r : regions)
     grant_accessors(r->va, r->mapped, {accessor});
   table_.settle(regions, RegionState::kAwake);
-  GS_INFO("peer access: device %d may use device %d's memory (%zu regions granted now; asleep "
-          "ones on wake)",
-          accessor, owner, regions.size());
+  GS_INFO(
+      "peer access: device %d may use device %d's memory (%zu regions granted now; asleep "
+      "ones on wake)",
+      accessor, owner, regions.size());
 }
 
 void Engine::revoke_peer(int accessor, int owner) {

@@ -280,10 +280,10 @@ class Engine {
     std::uintptr_t call_site = 0;
     std::shared_ptr<const CallSite> site;
     std::string rule;
-    int refs = 1;              // the program's references (create, retains, less releases)
-    PhysHandle current = 0;    // the driver's handle now, when not adopted (0: lost)
+    int refs = 1;            // the program's references (create, retains, less releases)
+    PhysHandle current = 0;  // the driver's handle now, when not adopted (0: lost)
     int mappings = 0;
-    DevicePtr va = 0;          // its mapping when it has exactly one
+    DevicePtr va = 0;  // its mapping when it has exactly one
     std::size_t map_size = 0;
     std::size_t map_offset = 0;
     std::vector<std::pair<int, int>> access;  // (device, flags) granted on that mapping
@@ -302,7 +302,7 @@ class Engine {
   // Lock order: op_mu_, then peers_mu_. Allocation holds peers_mu_ from granting access until
   // the region is in the table, so a concurrent grant_peer never misses it.
   mutable std::mutex peers_mu_;
-  std::set<std::pair<int, int>> peers_;  // (owner, accessor)
+  std::set<std::pair<int, int>> peers_;            // (owner, accessor)
   std::vector<int> accessors_of(int owner) const;  // caller holds peers_mu_
   // Grants each of `accessors` access to a mapped range; failures are logged, not fatal.
   void grant_accessors(DevicePtr va, std::size_t size, const std::vector<int>& accessors);

@@ -19,10 +19,10 @@ enum class StreamVariant {
 };
 
 struct EntryPoint {
-  const char* abi;   // the exported symbol of this ABI
-  const char* api;   // the name cuGetProcAddress is asked for
-  int since;         // the first CUDA version (1000 * major + 10 * minor) with this ABI
-  int until;         // the last one (kNoLimit: still current)
+  const char* abi;  // the exported symbol of this ABI
+  const char* api;  // the name cuGetProcAddress is asked for
+  int since;        // the first CUDA version (1000 * major + 10 * minor) with this ABI
+  int until;        // the last one (kNoLimit: still current)
   StreamVariant variant;
 };
 

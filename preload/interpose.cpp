@@ -87,7 +87,8 @@ cudaError_t cudaGetDriverEntryPoint(std::uintptr_t /*call_site*/, const char* sy
   if (rc != cudaSuccess || funcPtr == nullptr || *funcPtr == nullptr) return rc;
   // It answers for the runtime's own CUDA version.
   int version = 0;
-  if (real.cudaRuntimeGetVersion == nullptr || real.cudaRuntimeGetVersion(&version) != cudaSuccess) {
+  if (real.cudaRuntimeGetVersion == nullptr ||
+      real.cudaRuntimeGetVersion(&version) != cudaSuccess) {
     return rc;
   }
   *funcPtr = driver_hooks::for_runtime_entry(symbol, version, *funcPtr);
@@ -190,7 +191,8 @@ CUresult cuMemAllocPitch_v2(std::uintptr_t call_site,
                      (ElementSizeBytes == 4 || ElementSizeBytes == 8 || ElementSizeBytes == 16);
   Runtime* rt = valid ? runtime_for(guard) : nullptr;  // invalid: the driver's own error
   if (rt != nullptr) {
-    const std::size_t pitch = (WidthInBytes + kPitchAlignment - 1) / kPitchAlignment * kPitchAlignment;
+    const std::size_t pitch =
+        (WidthInBytes + kPitchAlignment - 1) / kPitchAlignment * kPitchAlignment;
     if (pitch >= WidthInBytes && Height <= std::numeric_limits<std::size_t>::max() / pitch) {
       bool passthrough = false;
       CUresult rc = allocate_managed(rt, pitch * Height, call_site, dptr, &passthrough);
@@ -254,11 +256,12 @@ CUresult cuIpcGetMemHandle(std::uintptr_t, CUresult (*real)(CUipcMemHandle*, CUd
   Runtime* rt = runtime_for(guard);
   if (rt != nullptr) {
     if (std::optional<RegionInfo> r = rt->engine().region_containing(dptr)) {
-      GS_WARN("legacy IPC (cudaIpcGetMemHandle/cuIpcGetMemHandle) asked for 0x%llx, in region %llu "
-              "(tag %s): memory that can sleep cannot be shared that way. Leave such allocations "
-              "to the CUDA allocator with a pass-through rule (docs/tagging.md)",
-              static_cast<unsigned long long>(dptr), static_cast<unsigned long long>(r->id),
-              r->tag.c_str());
+      GS_WARN(
+          "legacy IPC (cudaIpcGetMemHandle/cuIpcGetMemHandle) asked for 0x%llx, in region %llu "
+          "(tag %s): memory that can sleep cannot be shared that way. Leave such allocations "
+          "to the CUDA allocator with a pass-through rule (docs/tagging.md)",
+          static_cast<unsigned long long>(dptr), static_cast<unsigned long long>(r->id),
+          r->tag.c_str());
       return CUDA_ERROR_NOT_SUPPORTED;
     }
   }
@@ -300,11 +303,9 @@ CUresult cuMemAllocFromPoolAsync(std::uintptr_t,
   return note_stream_ordered(real(dptr, bytesize, pool, hStream), dptr, bytesize);
 }
 
-CUresult cuMemAllocFromPoolAsync_ptsz(std::uintptr_t,
-                                      CUresult (*real)(CUdeviceptr*, size_t, CUmemoryPool,
-                                                       CUstream),
-                                      CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool,
-                                      CUstream hStream) {
+CUresult cuMemAllocFromPoolAsync_ptsz(
+    std::uintptr_t, CUresult (*real)(CUdeviceptr*, size_t, CUmemoryPool, CUstream),
+    CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) {
   return note_stream_ordered(real(dptr, bytesize, pool, hStream), dptr, bytesize);
 }
 

@@ -87,7 +87,8 @@ const std::vector<OptionSpec> kOptions = {
        o.runtime_dir = std::string(v);
        return true;
      }},
-    {"GPUSLEEP_RULES", "", "tagging rules: a JSON file (docs/tagging.md), reloadable over the socket",
+    {"GPUSLEEP_RULES", "",
+     "tagging rules: a JSON file (docs/tagging.md), reloadable over the socket",
      [](Options& o, std::string_view v, std::string*) {
        o.rules_file = std::string(v);
        return true;

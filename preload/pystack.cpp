@@ -80,10 +80,10 @@ const PyApi& api() {
     find(&p.PyGC_Enable, "PyGC_Enable");
     p.ok = p.Py_IsInitialized && p.PyGILState_Check && p.PyGILState_GetThisThreadState &&
            p.PyGILState_Ensure && p.PyGILState_Release && p.PyEval_SaveThread &&
-           p.PyEval_RestoreThread && p.PyThreadState_GetFrame &&
-           p.PyFrame_GetBack && p.PyFrame_GetCode && p.PyFrame_GetLineNumber &&
-           p.PyObject_GetAttrString && p.PyUnicode_AsUTF8 && p.PyDict_GetItemString &&
-           p.Py_DecRef && p.PyErr_Fetch && p.PyErr_Restore;
+           p.PyEval_RestoreThread && p.PyThreadState_GetFrame && p.PyFrame_GetBack &&
+           p.PyFrame_GetCode && p.PyFrame_GetLineNumber && p.PyObject_GetAttrString &&
+           p.PyUnicode_AsUTF8 && p.PyDict_GetItemString && p.Py_DecRef && p.PyErr_Fetch &&
+           p.PyErr_Restore;
     return p;
   }();
   return a;
@@ -165,9 +165,8 @@ class Helper {
     while (req->state.load(std::memory_order_acquire) != kDone && Clock::now() < spin_until)
       std::this_thread::yield();
     std::unique_lock<std::mutex> lock(mu_);
-    bool done = done_cv_.wait_until(lock, deadline, [&] {
-      return req->state.load(std::memory_order_acquire) == kDone;
-    });
+    bool done = done_cv_.wait_until(
+        lock, deadline, [&] { return req->state.load(std::memory_order_acquire) == kDone; });
     if (!done) {
       // Taken or not, the caller's frames stay put only while it waits or the helper holds the
       // GIL; the helper drops the result either way.

@@ -33,9 +33,9 @@ const char* region_state_name(RegionState state);
 // sleep. The program keeps its handle value (`key`) and its address range; the library recreates
 // the memory like it was on wake.
 struct AdoptedHandle {
-  std::uint64_t key = 0;                      // the handle value the program holds
-  std::vector<unsigned char> prop;            // its allocation properties (CUmemAllocationProp)
-  std::vector<std::pair<int, int>> access;    // (device, access flags) the program granted
+  std::uint64_t key = 0;                    // the handle value the program holds
+  std::vector<unsigned char> prop;          // its allocation properties (CUmemAllocationProp)
+  std::vector<std::pair<int, int>> access;  // (device, access flags) the program granted
   int refs = 1;  // references the program holds (create, retain, less release); written idle
 };
 
@@ -50,7 +50,7 @@ struct Region {
   std::uintptr_t call_site = 0;
   std::shared_ptr<const CallSite> site;  // Python frames and native addresses (may be null)
   std::string rule;                      // the tagging rule that decided its tag ("": none)
-  double created_at = 0;  // seconds since the epoch
+  double created_at = 0;                 // seconds since the epoch
 
   // Read by snapshots: written only under the table's lock.
   std::string tag;
@@ -119,6 +119,9 @@ class RegionTable {
 
  private:
   static RegionInfo info_of(const Region& r);
+  // Waits (lock held) until the region at `va` is not busy; its entry, or end() if none.
+  std::map<DevicePtr, std::shared_ptr<Region>>::iterator wait_idle(
+      std::unique_lock<std::mutex>& lock, DevicePtr va);
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

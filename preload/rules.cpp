@@ -58,9 +58,10 @@ std::uint64_t count(const Json& value, const std::string& where) {
   throw RuleError(where + ": must be a non-negative integer");
 }
 
-void range(const Json& value, const std::string& where, bool bytes, std::optional<std::uint64_t>* lo,
-           std::optional<std::uint64_t>* hi) {
-  if (!value.is_object()) throw RuleError(where + ": must be an object {\"min\": ..., \"max\": ...}");
+void range(const Json& value, const std::string& where, bool bytes,
+           std::optional<std::uint64_t>* lo, std::optional<std::uint64_t>* hi) {
+  if (!value.is_object())
+    throw RuleError(where + ": must be an object {\"min\": ..., \"max\": ...}");
   check_fields(value, {"min", "max"}, where);
   if (value.contains("min")) {
     *lo = bytes ? byte_count(value["min"], where + ".min") : count(value["min"], where + ".min");
@@ -137,7 +138,8 @@ Rule parse_rule(const Json& value, std::size_t index) {
     }
   }
   if (value.contains("passthrough")) {
-    if (!value["passthrough"].is_boolean()) throw RuleError(where + ": passthrough: must be true or false");
+    if (!value["passthrough"].is_boolean())
+      throw RuleError(where + ": passthrough: must be true or false");
     rule.passthrough = value["passthrough"].get<bool>();
   }
   if (value.contains("tag")) {

@@ -20,7 +20,7 @@ namespace gpusleep {
 struct PyFrameMatcher {
   // Each present pattern must match (std::regex_search) the same frame; some frame must match.
   std::optional<std::regex> module, qualname, file;  // file is matched against "file:line"
-  std::string text;  // as written, for describing the rule
+  std::string text;                                  // as written, for describing the rule
 };
 
 struct Rule {

@@ -151,10 +151,11 @@ std::string format_rules(int pid, const Json& r) {
   Table t({"#", "NAME", "ACTION"});
   std::size_t i = 0;
   for (const Json& rule : rules) {
-    std::string action = str(rule, "action") == "passthrough"
-                             ? std::string("pass through")
-                             : "tag " + str(rule, "tag") +
-                                   (field(rule, "policy").is_string() ? " (" + str(rule, "policy") + ")" : "");
+    std::string action =
+        str(rule, "action") == "passthrough"
+            ? std::string("pass through")
+            : "tag " + str(rule, "tag") +
+                  (field(rule, "policy").is_string() ? " (" + str(rule, "policy") + ")" : "");
     t.add({std::to_string(++i), str(rule, "name"), action});
   }
   return out + t.render("  ");

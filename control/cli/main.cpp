@@ -3,10 +3,10 @@
 #include <limits.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -359,7 +359,8 @@ int cmd_run(const Args& a) {
   if (a.rules_file) {
     char real[PATH_MAX];
     if (::realpath(a.rules_file->c_str(), real) == nullptr) {
-      std::fprintf(stderr, "gpusleep: cannot read %s: %s\n", a.rules_file->c_str(), strerror(errno));
+      std::fprintf(stderr, "gpusleep: cannot read %s: %s\n", a.rules_file->c_str(),
+                   strerror(errno));
       return 1;
     }
     setenv("GPUSLEEP_RULES", real, 1);

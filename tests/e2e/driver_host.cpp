@@ -38,7 +38,8 @@
 
 namespace {
 
-using GetProcV2 = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+using GetProcV2 = CUresult (*)(const char*, void**, int, cuuint64_t,
+                               CUdriverProcAddressQueryResult*);
 using GetProcV1 = CUresult (*)(const char*, void**, int, cuuint64_t);
 using EntryByVersion = int (*)(const char*, void**, unsigned int, unsigned long long, int*);
 
@@ -145,7 +146,8 @@ bool setup() {
          get(&g.set_current, "cuCtxSetCurrent", "cuCtxSetCurrent") &&
          get(&g.alloc, "cuMemAlloc", "cuMemAlloc_v2") &&
          get(&g.alloc_pitch, "cuMemAllocPitch", "cuMemAllocPitch_v2") &&
-         get(&g.free, "cuMemFree", "cuMemFree_v2") && get(&g.dtoh, "cuMemcpyDtoH", "cuMemcpyDtoH_v2") &&
+         get(&g.free, "cuMemFree", "cuMemFree_v2") &&
+         get(&g.dtoh, "cuMemcpyDtoH", "cuMemcpyDtoH_v2") &&
          get(&g.alloc_async, "cuMemAllocAsync", "cuMemAllocAsync") &&
          get(&g.free_async, "cuMemFreeAsync", "cuMemFreeAsync") &&
          get(&g.reserve, "cuMemAddressReserve", "cuMemAddressReserve") &&
@@ -179,7 +181,8 @@ void run(const std::string& line) {
   if (cmd == "alloc" || cmd == "async") {
     Buffer b;
     in >> name >> b.bytes >> b.seed;
-    CUresult rc = cmd == "alloc" ? g.alloc(&b.ptr, b.bytes) : g.alloc_async(&b.ptr, b.bytes, nullptr);
+    CUresult rc =
+        cmd == "alloc" ? g.alloc(&b.ptr, b.bytes) : g.alloc_async(&b.ptr, b.bytes, nullptr);
     if (rc != CUDA_SUCCESS) return reply("ERR alloc " + std::to_string(rc));
     fill(b);
     g_buffers[name] = b;
@@ -268,7 +271,8 @@ void run(const std::string& line) {
   }
   if (cmd == "vmmrelease") return reply(g.release(b.handle) == CUDA_SUCCESS ? "OK" : "ERR release");
   if (cmd == "vmmunmap") {
-    bool ok = g.unmap(b.ptr, b.bytes) == CUDA_SUCCESS && g.address_free(b.ptr, b.bytes) == CUDA_SUCCESS;
+    bool ok =
+        g.unmap(b.ptr, b.bytes) == CUDA_SUCCESS && g.address_free(b.ptr, b.bytes) == CUDA_SUCCESS;
     g_buffers.erase(it);
     return reply(ok ? "OK" : "ERR unmap");
   }

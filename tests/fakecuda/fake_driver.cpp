@@ -938,10 +938,10 @@ extern "C" CUresult CUDAAPI fake_cuGetProcAddress_v1(const char* symbol, void** 
 
 namespace {
 struct Entry {
-  const char* name;     // as cuGetProcAddress is asked, without ABI suffix
-  int since;            // the first CUDA version with this ABI
-  void* legacy;         // the function for the legacy default stream
-  void* per_thread;     // its per-thread-default-stream variant (null: same as legacy)
+  const char* name;  // as cuGetProcAddress is asked, without ABI suffix
+  int since;         // the first CUDA version with this ABI
+  void* legacy;      // the function for the legacy default stream
+  void* per_thread;  // its per-thread-default-stream variant (null: same as legacy)
 };
 
 #define FAKE_FN(f) reinterpret_cast<void*>(&f)
@@ -1007,8 +1007,8 @@ CUresult lookup(const char* symbol, void** pfn, int version, cuuint64_t flags,
   }
   if (best == nullptr) {
     if (status) {
-      *status = known ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
-                      : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+      *status =
+          known ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
     }
     return CUDA_ERROR_NOT_FOUND;
   }
@@ -1029,8 +1029,9 @@ extern "C" CUresult CUDAAPI fake_cuGetProcAddress_v1(const char* symbol, void** 
                                                      cuuint64_t flags) {
   return lookup(symbol, pfn, version, flags, nullptr);
 }
-extern "C" CUresult CUDAAPI fake_export_cuGetProcAddress(const char*, void**, int, cuuint64_t) __asm__(
-    "cuGetProcAddress") __attribute__((alias("fake_cuGetProcAddress_v1")));
+extern "C" CUresult CUDAAPI fake_export_cuGetProcAddress(const char*, void**, int,
+                                                         cuuint64_t) __asm__("cuGetProcAddress")
+    __attribute__((alias("fake_cuGetProcAddress_v1")));
 
 // ---- test controls ----
 

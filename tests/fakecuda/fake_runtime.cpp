@@ -59,28 +59,27 @@ const DriverTable& drv() {
       t.init = CUDA_ERROR_NO_DEVICE;
       return t;
     }
-    t.getProcAddress = reinterpret_cast<decltype(t.getProcAddress)>(dlsym(lib, "cuGetProcAddress_v2"));
+    t.getProcAddress =
+        reinterpret_cast<decltype(t.getProcAddress)>(dlsym(lib, "cuGetProcAddress_v2"));
     if (t.getProcAddress == nullptr) {
       t.init = CUDA_ERROR_NO_DEVICE;
       return t;
     }
-    bool ok = entry(t, "cuInit", &t.cuInit) && entry(t, "cuDeviceGetCount", &t.cuDeviceGetCount) &&
-              entry(t, "cuDevicePrimaryCtxRetain", &t.cuDevicePrimaryCtxRetain) &&
-              entry(t, "cuCtxGetCurrent", &t.cuCtxGetCurrent) &&
-              entry(t, "cuCtxSetCurrent", &t.cuCtxSetCurrent) &&
-              entry(t, "cuCtxGetDevice", &t.cuCtxGetDevice) &&
-              entry(t, "cuCtxSynchronize", &t.cuCtxSynchronize) &&
-              entry(t, "cuCtxEnablePeerAccess", &t.cuCtxEnablePeerAccess) &&
-              entry(t, "cuCtxDisablePeerAccess", &t.cuCtxDisablePeerAccess) &&
-              entry(t, "cuMemAlloc", &t.cuMemAlloc) &&
-              entry(t, "cuMemAllocPitch", &t.cuMemAllocPitch) &&
-              entry(t, "cuMemFree", &t.cuMemFree) &&
-              entry(t, "cuMemAllocAsync", &t.cuMemAllocAsync) &&
-              entry(t, "cuMemFreeAsync", &t.cuMemFreeAsync) &&
-              entry(t, "cuIpcGetMemHandle", &t.cuIpcGetMemHandle) &&
-              entry(t, "cuMemcpyHtoD", &t.cuMemcpyHtoD) &&
-              entry(t, "cuMemcpyDtoH", &t.cuMemcpyDtoH) &&
-              entry(t, "cuMemsetD8", &t.cuMemsetD8) && entry(t, "cuMemGetInfo", &t.cuMemGetInfo);
+    bool ok =
+        entry(t, "cuInit", &t.cuInit) && entry(t, "cuDeviceGetCount", &t.cuDeviceGetCount) &&
+        entry(t, "cuDevicePrimaryCtxRetain", &t.cuDevicePrimaryCtxRetain) &&
+        entry(t, "cuCtxGetCurrent", &t.cuCtxGetCurrent) &&
+        entry(t, "cuCtxSetCurrent", &t.cuCtxSetCurrent) &&
+        entry(t, "cuCtxGetDevice", &t.cuCtxGetDevice) &&
+        entry(t, "cuCtxSynchronize", &t.cuCtxSynchronize) &&
+        entry(t, "cuCtxEnablePeerAccess", &t.cuCtxEnablePeerAccess) &&
+        entry(t, "cuCtxDisablePeerAccess", &t.cuCtxDisablePeerAccess) &&
+        entry(t, "cuMemAlloc", &t.cuMemAlloc) && entry(t, "cuMemAllocPitch", &t.cuMemAllocPitch) &&
+        entry(t, "cuMemFree", &t.cuMemFree) && entry(t, "cuMemAllocAsync", &t.cuMemAllocAsync) &&
+        entry(t, "cuMemFreeAsync", &t.cuMemFreeAsync) &&
+        entry(t, "cuIpcGetMemHandle", &t.cuIpcGetMemHandle) &&
+        entry(t, "cuMemcpyHtoD", &t.cuMemcpyHtoD) && entry(t, "cuMemcpyDtoH", &t.cuMemcpyDtoH) &&
+        entry(t, "cuMemsetD8", &t.cuMemsetD8) && entry(t, "cuMemGetInfo", &t.cuMemGetInfo);
     t.init = ok ? t.cuInit(0) : CUDA_ERROR_NOT_INITIALIZED;
     return t;
   }();
@@ -191,8 +190,8 @@ cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count, cudaM
 
 cudaError_t CUDARTAPI cudaMemset(void* dst, int value, size_t count) {
   if (cudaError_t e = ensure_context()) return record(e);
-  return record(to_runtime(
-      drv().cuMemsetD8(reinterpret_cast<CUdeviceptr>(dst), static_cast<unsigned char>(value), count)));
+  return record(to_runtime(drv().cuMemsetD8(reinterpret_cast<CUdeviceptr>(dst),
+                                            static_cast<unsigned char>(value), count)));
 }
 
 cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
@@ -225,8 +224,8 @@ cudaError_t CUDARTAPI cudaMallocAsync(void** ptr, size_t size, cudaStream_t stre
 
 cudaError_t CUDARTAPI cudaFreeAsync(void* ptr, cudaStream_t stream) {
   if (cudaError_t e = ensure_context()) return record(e);
-  return record(to_runtime(
-      drv().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(ptr), reinterpret_cast<CUstream>(stream))));
+  return record(to_runtime(drv().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(ptr),
+                                                reinterpret_cast<CUstream>(stream))));
 }
 
 cudaError_t CUDARTAPI cudaDeviceEnablePeerAccess(int peer, unsigned int flags) {

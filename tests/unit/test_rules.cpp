@@ -150,7 +150,8 @@ TEST_CASE("the tagger applies rules first, then the phase tag, then the default"
   Tagger tagger("default");
   tagger.set_phase_tag("phase");
   CHECK(tagger.decide(AllocationSite{1, 0, 1, 0}).tag == "phase");
-  tagger.set_rules(parse_ok(R"([{"name": "pt", "match": {"size": {"min": 100}}, "passthrough": true},
+  tagger.set_rules(
+      parse_ok(R"([{"name": "pt", "match": {"size": {"min": 100}}, "passthrough": true},
                                 {"name": "w", "match": {"phase": "^phase$", "size": {"max": 10}},
                                  "tag": "weights"}])"));
   TagDecision d = tagger.decide(AllocationSite{5, 0, 1, 0});
