@@ -6,6 +6,7 @@ loaders. Commands on stdin, one line answered each ("OK ..." or "ERR ..."), "REA
   kv NAME BYTES          KVCache.__init__ allocates
   scratch NAME BYTES     run_step allocates
   shared NAME BYTES      share_with_peer allocates, then asks for a legacy IPC handle
+  pitch NAME WIDTH ROWS  cudaMallocPitch (a native call site: the runtime's cudaMallocPitch)
   check NAME             copy back and compare with what was written
   free NAME
 """
@@ -76,6 +77,13 @@ def main():
                 KVCache(rt, words[1], int(words[2]))
             elif cmd == "scratch":
                 run_step(rt, words[1], int(words[2]))
+            elif cmd == "pitch":
+                ptr, pitch = ctypes.c_void_p(), ctypes.c_size_t()
+                rc = rt.cudaMallocPitch(ctypes.byref(ptr), ctypes.byref(pitch),
+                                        ctypes.c_size_t(int(words[2])), ctypes.c_size_t(int(words[3])))
+                if rc != 0:
+                    raise RuntimeError(f"cudaMallocPitch {rc}")
+                BUFFERS[words[1]] = (ptr, 0, 0)
             elif cmd == "shared":
                 print(f"OK ipc {share_with_peer(rt, words[1], int(words[2]))}", flush=True)
                 continue

@@ -126,6 +126,20 @@ class Tagging(test_emulated.Emulated):
             proc.retag("x", call_site="(unclosed")
         self.assertIn("invalid regular expression", e.exception.message)
 
+    def test_native_frames_match_demangled_symbols(self):
+        self.write_rules({"rules": [
+            {"name": "pitched", "match": {"native": "^cudaMallocPitch$"}, "tag": "images"},
+            {"name": "big", "match": {"size": {"min": "8M"}}, "tag": "big"}]})
+        h = self.start_python(extra=["--rules", self.rules_path])
+        h.send("pitch img 1000 1000")
+        h.send("scratch s 8388608")
+        h.send("scratch t 2097152")
+        proc = self.client(h)
+        got = sorted((r["tag"], r["rule"]) for r in proc.regions()["regions"])
+        self.assertEqual(got, [("big", "big"), ("default", None), ("images", "pitched")])
+        (img,) = [r for r in proc.regions(stacks=True)["regions"] if r["tag"] == "images"]
+        self.assertTrue(any("(cudaMallocPitch)" in f for f in img["native_stack"]), img)
+
     def test_a_bad_rules_file_is_reported_and_the_program_runs_untagged(self):
         with open(self.rules_path, "w") as f:
             f.write('{"rules": [{"name": "kv", "match": {"pyton": {}}, "tag": "kv_cache"}]}')
