@@ -14,11 +14,15 @@ import time
 class Host:
     """A program started under `gpusleep run`, answering one line per command on stdout."""
 
-    def __init__(self, cli, argv, env, tag=None, extra=()):
-        cmd = [cli, "run"]
-        if tag:
-            cmd += ["--tag", tag]
-        cmd += list(extra) + ["--"] + list(argv)
+    def __init__(self, cli, argv, env, tag=None, extra=(), raw=False):
+        """Starts `cli run [--tag TAG] EXTRA -- ARGV`; with `raw`, `cli ARGV` (no library)."""
+        if raw:
+            cmd = [cli] + list(argv)
+        else:
+            cmd = [cli, "run"]
+            if tag:
+                cmd += ["--tag", tag]
+            cmd += list(extra) + ["--"] + list(argv)
         self.stderr_path = tempfile.mktemp(prefix="gpusleep-host-", suffix=".err")
         self._stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
