@@ -3,6 +3,9 @@ into a real process linked against the emulated CUDA runtime, slept and woken by
 from another process, with device memory read from outside through fakecuda-smi."""
 import json
 import os
+import pwd
+import shutil
+import stat
 import signal
 import socket
 import subprocess
@@ -307,6 +310,52 @@ class Emulated(unittest.TestCase):
         self.assertFalse(os.path.exists(self.socket_of(h)))
         self.assertIn("no control channel", h.stderr())
         self.assertIn("755", h.stderr())
+
+    def test_another_user_can_neither_reach_nor_command_the_process(self):
+        if os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("useradd"):
+            self.skipTest("needs root, setpriv and useradd to act as a second user")
+        user = "gpusleep-other"
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                            user], check=True)
+            entry = pwd.getpwnam(user)
+        as_other = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+                    "--clear-groups", "--"]
+        os.chmod(self.tmp.name, 0o755)  # only the runtime directory itself keeps others out
+        h = self.start(tag="weights")
+        h.send("alloc w 4194304 1")
+        sock = self.socket_of(h)
+
+        def other(*args):
+            return subprocess.run(as_other + [CLI] + list(args) + ["--socket", sock, "--json"],
+                                  env=self.env, capture_output=True, text=True, timeout=60)
+
+        # The directory is 0700: the socket cannot even be reached.
+        self.assertEqual(stat.S_IMODE(os.stat(self.run_dir).st_mode), 0o700)
+        p = other("sleep")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("Permission denied", p.stdout + p.stderr)
+        # Opened up on purpose, the socket is reached, and the library refuses the peer by its
+        # credentials: nothing is slept.
+        os.chmod(self.run_dir, 0o755)
+        os.chmod(sock, 0o666)
+        p = other("sleep")
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(json.loads(p.stdout)["error"]["code"], "permission_denied")
+        _, status, _ = self.cli("status", "--pid", str(h.pid))
+        self.assertEqual({t["tag"]: t["state"] for t in status["result"]["tags"]}["weights"], "awake")
+        self.assertEqual(h.send("check w"), "OK check w match")
+        # A runtime directory that belongs to someone else is refused; the program runs on.
+        theirs = os.path.join(self.tmp.name, "theirs")
+        os.mkdir(theirs, 0o700)
+        os.chown(theirs, entry.pw_uid, entry.pw_gid)
+        h2 = self.start(tag="weights", env=dict(self.env, GPUSLEEP_RUNTIME_DIR=theirs))
+        h2.send("alloc w 2097152 2")
+        self.assertEqual(h2.send("check w"), "OK check w match")
+        self.assertIn("no control channel", h2.stderr())
+        self.assertEqual(os.listdir(theirs), [])
 
     def test_disabled_library_passes_everything_through(self):
         env = dict(self.env, GPUSLEEP_DISABLE="1")
