@@ -7,11 +7,15 @@
 //   compute OUT A B         OUT = f(A, B) by "kernel"; prints a checksum of OUT
 //   touch NAME              read the buffer directly; reports a fault instead of dying of it
 //   free NAME               cudaFree
+//   fork                    fork a child that exits at once through exit() (atexit handlers
+//                           and all), as a server's worker launcher might; "OK fork STATUS"
 //   exit
 // Each command answers one line: "OK ..." or "ERR ...". "READY" is printed first.
 #include <cuda_runtime_api.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -176,6 +180,13 @@ int main() {
     } else if (cmd == "exit") {
       reply("OK exit");
       return 0;
+    } else if (cmd == "fork") {
+      std::cout.flush();
+      pid_t child = fork();
+      if (child == 0) std::exit(0);
+      int status = 0;
+      waitpid(child, &status, 0);
+      reply("OK fork " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1));
     } else {
       in >> name;
       if (cmd == "check")

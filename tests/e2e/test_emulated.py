@@ -290,6 +290,61 @@ class Emulated(unittest.TestCase):
         self.cli("wake", env=env)
         self.assertEqual(h.send("check w"), "OK check w match")
 
+    def test_two_controllers_at_once_are_serialized_and_a_killed_one_changes_nothing_half(self):
+        env = dict(self.env, FAKECUDA_COPY_DELAY_US="10000")
+        h = self.start(tag="weights", env=env)
+        h.send("alloc w 33554432 4")
+        baseline = self.free()
+        # Two controllers ask at once: one sleeps, the other finds it asleep (a no-op), never a
+        # half-done state.
+        cmd = [CLI, "sleep", "--pid", str(h.pid), "--json"]
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+        self.assertTrue(all(r["ok"] for r in results), results)
+        self.assertEqual(sorted(r["result"]["regions"] for r in results), [0, 1])
+        self.assertEqual(sorted(r["result"]["noop"] for r in results), [[], ["weights"]])
+        # A controller killed while its wake runs: the wake completes (or never started).
+        p = subprocess.Popen([CLI, "wake", "--pid", str(h.pid)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.05)
+        p.kill()
+        p.wait()
+        deadline = time.time() + 30
+        while True:
+            _, status, _ = self.cli("status", "--pid", str(h.pid), env=env)
+            state = status["result"]["tags"][0]["state"]
+            if state in ("awake", "asleep"):
+                break
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+        if state == "asleep":
+            self.cli("wake", "--pid", str(h.pid), env=env)
+        self.assertEqual(h.send("check w"), "OK check w match")
+        self.assertEqual(self.free(), baseline)  # awake again, holding what it held
+
+    def test_a_host_that_exits_asleep_leaves_no_socket_and_returns_its_memory(self):
+        before = self.free()
+        h = self.start(tag="weights")
+        h.send("alloc w 16777216 5")
+        self.cli("sleep", "--pid", str(h.pid))
+        sock = self.socket_of(h)
+        self.assertTrue(os.path.exists(sock))
+        h.close()
+        self.assertFalse(os.path.exists(sock))
+        self.assertEqual(self.free(), before)
+        _, out, _ = self.cli("ps")
+        self.assertEqual(out["processes"], [])
+
+    def test_a_forked_child_leaves_the_parents_control_channel_working(self):
+        h = self.start(tag="weights")
+        h.send("alloc w 4194304 6")
+        sock = self.socket_of(h)
+        self.assertEqual(h.send("fork", expect="OK fork"), "OK fork 0")
+        self.assertTrue(os.path.exists(sock), "the child's exit removed the parent's socket")
+        self.cli("sleep", "--pid", str(h.pid))
+        self.cli("wake", "--pid", str(h.pid))
+        self.assertEqual(h.send("check w"), "OK check w match")
+
     def test_bad_options_are_reported_and_ignored(self):
         env = dict(self.env, GPUSLEEP_COPY_STREAMS="banana", GPUSLEEP_TYPO="1")
         h = self.start(tag="weights", env=env)
