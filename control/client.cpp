@@ -45,13 +45,12 @@ std::unique_ptr<Client> Client::connect(const std::string& path, std::string* er
 
 bool Client::call(const protocol::Json& request, protocol::Json* reply, std::string* error,
                   int timeout_ms) {
-  if (!write_all(fd_, protocol::encode(request))) {
-    *error = "the process closed the connection";
-    return false;
-  }
+  // A process that refuses the connection (another user, too many connections) answers and
+  // closes at once, so the request may not get through: its answer is still there to read.
+  const bool sent = write_all(fd_, protocol::encode(request));
   LineReader reader(fd_, protocol::kMaxReply);
   std::string line;
-  switch (reader.read_line(&line, timeout_ms)) {
+  switch (reader.read_line(&line, sent ? timeout_ms : 1000)) {
     case ReadResult::kLine:
       break;
     case ReadResult::kTimeout:
@@ -61,10 +60,11 @@ bool Client::call(const protocol::Json& request, protocol::Json* reply, std::str
       *error = "the reply is too large";
       return false;
     case ReadResult::kEof:
-      *error = "the process closed the connection without replying";
+      *error = sent ? "the process closed the connection without replying"
+                    : "the process closed the connection";
       return false;
     case ReadResult::kError:
-      *error = std::string("read: ") + strerror(errno);
+      *error = sent ? std::string("read: ") + strerror(errno) : "the process closed the connection";
       return false;
   }
   return protocol::parse_reply(line, reply, error);

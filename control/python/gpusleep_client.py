@@ -89,7 +89,10 @@ class Process:
             except (FileNotFoundError, ConnectionRefusedError) as e:
                 raise ConnectionFailed(f"nothing is listening on {self.socket_path} ({e.strerror})",
                                        self.pid) from None
-            sock.sendall(line)
+            try:
+                sock.sendall(line)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused at once (another user, too many connections): read its answer
             reply = _read_line(sock, self.pid)
         except _socket.timeout:
             raise ConnectionFailed("no reply in time", self.pid) from None
