@@ -12,11 +12,16 @@ CUDA graph. Commands on stdin, after "READY tokens=HASH ...":
 import argparse
 import hashlib
 import inspect
+import os
 import sys
 import time
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
+# Greedy decoding gives the same tokens every time only with deterministic kernels (batched
+# prefill otherwise picks nondeterministic ones); cuBLAS needs this set before CUDA starts.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+import torch  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM, StaticCache  # noqa: E402
 
 
 def make_cache(config, batch, max_len, dtype):
@@ -35,6 +40,7 @@ def make_cache(config, batch, max_len, dtype):
 
 def main():
     t0 = time.time()
+    torch.use_deterministic_algorithms(True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=36)
     ap.add_argument("--kv-gib", type=float, default=40.0)
