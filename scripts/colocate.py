@@ -351,7 +351,7 @@ def main():
     ap.add_argument("--cycles", type=int, default=3)
     ap.add_argument("--layers", type=int, default=36)
     ap.add_argument("--kv-gib", type=float, default=40.0)
-    ap.add_argument("--trainer-gib", type=float, default=60.0)
+    ap.add_argument("--trainer-gib", type=float, default=62.0)
     ap.add_argument("--merge", nargs="*", default=[],
                     help="only merge these JSON results (and this run's, if any) and plot")
     args = ap.parse_args()

@@ -10,7 +10,7 @@ import torch
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gib", type=float, default=60.0)
+    ap.add_argument("--gib", type=float, default=62.0)
     ap.add_argument("--steps", type=int, default=6)
     args = ap.parse_args()
     t0 = time.time()
