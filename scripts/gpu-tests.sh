@@ -13,14 +13,8 @@ build=${BUILD_DIR:-build-gpu}
 bench=1
 [ "${1:-}" = "--no-bench" ] && bench=0
 
-cmake_args=(-DCMAKE_BUILD_TYPE=Release "-DPython3_EXECUTABLE=$(command -v python3)")
-[ -d .deps ] && cmake_args+=("-DCMAKE_PREFIX_PATH=$PWD/.deps")
-command -v ninja >/dev/null && cmake_args+=(-G Ninja)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-if ! { cmake -S . -B "$build" "${cmake_args[@]}" && cmake --build "$build" -j "$(nproc)"; } \
-    >"$out/build.log" 2>&1; then
-  tail -40 "$out/build.log"; echo "BUILD FAILED"; exit 1
-fi
+scripts/build-gpu.sh "$build" "$out/build.log" || exit 1
 
 status=0
 ctest --test-dir "$build" -LE gpu -j 8 --output-on-failure >"$out/ctest-cpu.log" 2>&1 || status=1
