@@ -119,9 +119,6 @@ class RegionTable {
 
  private:
   static RegionInfo info_of(const Region& r);
-  // Waits (lock held) until the region at `va` is not busy; its entry, or end() if none.
-  std::map<DevicePtr, std::shared_ptr<Region>>::iterator wait_idle(
-      std::unique_lock<std::mutex>& lock, DevicePtr va);
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
