@@ -1,7 +1,6 @@
 // Request handlers: validate fields, call the engine, shape the reply.
 #include "handler.h"
 
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -28,21 +27,6 @@ std::string hex(std::uint64_t v) {
   return buf;
 }
 
-// "libtorch_cuda.so+0x1a2b3c (c10::cuda::...)" from a return address.
-std::string describe_call_site(std::uintptr_t site) {
-  if (site == 0) return "";
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(site), &info) == 0 || info.dli_fname == nullptr) {
-    return hex(site);
-  }
-  std::string file = info.dli_fname;
-  std::size_t slash = file.find_last_of('/');
-  if (slash != std::string::npos) file = file.substr(slash + 1);
-  std::string out = file + "+" + hex(site - reinterpret_cast<std::uintptr_t>(info.dli_fbase));
-  if (info.dli_sname != nullptr) out += std::string(" (") + info.dli_sname + ")";
-  return out;
-}
-
 // What `regions` shows as a region's call site, and groups by: its innermost `depth` Python frames
 // ("a < b": a called from b), else the native caller of the allocation function.
 std::string call_site_key(const RegionInfo& r, int depth) {
@@ -54,7 +38,7 @@ std::string call_site_key(const RegionInfo& r, int depth) {
     }
     return out;
   }
-  return describe_call_site(r.call_site);
+  return r.call_site != 0 ? describe_native(r.call_site) : std::string();
 }
 
 std::string read_small_file(const char* path, std::size_t max) {
