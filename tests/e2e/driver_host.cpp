@@ -23,6 +23,8 @@
 //   peer OWNER                cuCtxEnablePeerAccess from the current device to OWNER
 //   kernel D NAME             may a kernel on device D use the buffer? (emulated driver only)
 //   whois API VERSION FLAGS   which library the looked-up function lives in
+//   launch NAME               a kernel (cuLaunchKernel) that counts the buffer's words that differ
+//                             from the pattern: "OK launch N", or "ERR launch STATUS"
 #include <cuda.h>
 #include <dlfcn.h>
 
@@ -91,6 +93,7 @@ struct Api {
   decltype(&::cuCtxEnablePeerAccess) enable_peer;
   decltype(&::cuMemRetainAllocationHandle) retain_handle;
   decltype(&::cuMemExportToShareableHandle) export_handle;
+  decltype(&::cuLaunchKernel) launch;
 } g;
 
 struct Buffer {
@@ -111,6 +114,22 @@ void fill(const Buffer& b) {  // the "kernel": device memory is host memory in t
   auto* p = reinterpret_cast<std::uint64_t*>(b.ptr);
   for (std::size_t i = 0; i < b.bytes / 8; ++i)
     p[i] = pattern(b.seed, i);
+}
+
+// A kernel of the emulated driver (fakecuda.h): a host function over device memory.
+struct VerifyArgs {
+  const std::uint64_t* words;
+  std::size_t n;
+  std::uint64_t seed;
+  std::uint64_t* bad;  // host memory
+};
+
+void verify_kernel(void** params) {
+  const VerifyArgs& v = **static_cast<VerifyArgs**>(params[0]);
+  std::uint64_t bad = 0;
+  for (std::size_t i = 0; i < v.n; ++i)
+    bad += v.words[i] != pattern(v.seed, i) ? 1 : 0;
+  *v.bad = bad;
 }
 
 void reply(const std::string& s) {
@@ -159,7 +178,8 @@ bool setup() {
          get(&g.ipc, "cuIpcGetMemHandle", "cuIpcGetMemHandle") &&
          get(&g.enable_peer, "cuCtxEnablePeerAccess", "cuCtxEnablePeerAccess") &&
          get(&g.retain_handle, "cuMemRetainAllocationHandle", "cuMemRetainAllocationHandle") &&
-         get(&g.export_handle, "cuMemExportToShareableHandle", "cuMemExportToShareableHandle");
+         get(&g.export_handle, "cuMemExportToShareableHandle", "cuMemExportToShareableHandle") &&
+         get(&g.launch, "cuLaunchKernel", "cuLaunchKernel");
 }
 
 bool make_current(int device) {
@@ -268,6 +288,16 @@ void run(const std::string& line) {
     CUresult rc = cmd == "free" ? g.free(b.ptr) : g.free_async(b.ptr, nullptr);
     g_buffers.erase(it);
     return reply(rc == CUDA_SUCCESS ? "OK" : "ERR free " + std::to_string(rc));
+  }
+  if (cmd == "launch") {
+    std::uint64_t bad = 0;
+    VerifyArgs args{reinterpret_cast<const std::uint64_t*>(b.ptr), b.bytes / 8, b.seed, &bad};
+    VerifyArgs* argp = &args;
+    void* params[] = {&argp};
+    CUresult rc = g.launch(reinterpret_cast<CUfunction>(&verify_kernel), 1, 1, 1, 1, 1, 1, 0,
+                           nullptr, params, nullptr);
+    if (rc != CUDA_SUCCESS) return reply("ERR launch " + std::to_string(rc));
+    return reply("OK launch " + std::to_string(bad));
   }
   if (cmd == "vmmrelease") return reply(g.release(b.handle) == CUDA_SUCCESS ? "OK" : "ERR release");
   if (cmd == "vmmunmap") {

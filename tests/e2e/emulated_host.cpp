@@ -5,6 +5,11 @@
 //   check NAME              copy back with cudaMemcpy and compare with the pattern
 //   zero NAME               copy back and report whether every byte is zero
 //   compute OUT A B         OUT = f(A, B) by "kernel"; prints a checksum of OUT
+//   launch OUT A B          the same computed by a kernel launched with cudaLaunchKernel (the
+//                           emulated driver runs it: fakecuda.h); "ERR launch ERROR" if it fails
+//   graph OUT A B           the same kernel launched as a graph (cudaGraphLaunch)
+//   slow MS                 launch a kernel that runs for MS milliseconds
+//   lost                    whether the context was lost to a kernel fault: "OK lost yes|no"
 //   touch NAME              read the buffer directly; reports a fault instead of dying of it
 //   free NAME               cudaFree
 //   fork                    fork a child that exits at once through exit() (atexit handlers
@@ -12,12 +17,14 @@
 //   exit
 // Each command answers one line: "OK ..." or "ERR ...". "READY" is printed first.
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -25,7 +32,10 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "fakecuda.h"
 
 namespace {
 
@@ -137,6 +147,75 @@ void do_compute(std::istringstream& in) {
   reply("OK compute " + std::to_string(sum));
 }
 
+// Kernels of the emulated driver: host functions over device memory, given their parameters as
+// cudaLaunchKernel passes them (an array of pointers to each argument).
+struct ComputeArgs {
+  std::uint64_t* out;
+  const std::uint64_t* a;
+  const std::uint64_t* b;
+  std::size_t n;
+  std::uint64_t* sum;  // host memory: the result reaches the program
+};
+
+void compute_kernel(void** params) {
+  const ComputeArgs& c = **static_cast<ComputeArgs**>(params[0]);
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < c.n; ++i) {
+    c.out[i] = c.a[i] * 31 + (c.b[i] ^ (c.b[i] >> 7));
+    sum += c.out[i] * (i | 1);
+  }
+  *c.sum = sum;
+}
+
+void slow_kernel(void** params) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(**static_cast<int**>(params[0])));
+}
+
+void do_launch(const std::string& how, std::istringstream& in) {
+  std::string out, a, b;
+  in >> out >> a >> b;
+  Buffer o, x, y;
+  if (!lookup(out, &o) || !lookup(a, &x) || !lookup(b, &y)) return;
+  std::uint64_t sum = 0;
+  ComputeArgs args{o.ptr, x.ptr, y.ptr, std::min({o.bytes, x.bytes, y.bytes}) / 8, &sum};
+  ComputeArgs* argp = &args;
+  void* params[] = {&argp};
+  cudaError_t rc;
+  if (how == "graph") {
+    fakecuda_graph graph{&compute_kernel, params};
+    rc = cudaGraphLaunch(reinterpret_cast<cudaGraphExec_t>(&graph), nullptr);
+  } else {
+    rc = cudaLaunchKernel(reinterpret_cast<const void*>(&compute_kernel), dim3(1), dim3(1), params,
+                          0, nullptr);
+  }
+  if (rc != cudaSuccess) {
+    reply("ERR " + how + " " + cudaGetErrorName(rc));
+    return;
+  }
+  reply("OK " + how + " " + std::to_string(sum));
+}
+
+void do_slow(std::istringstream& in) {
+  int ms = 0;
+  in >> ms;
+  int* msp = &ms;
+  void* params[] = {&msp};
+  cudaError_t rc = cudaLaunchKernel(reinterpret_cast<const void*>(&slow_kernel), dim3(1), dim3(1),
+                                    params, 0, nullptr);
+  reply(rc == cudaSuccess ? "OK slow" : std::string("ERR slow ") + cudaGetErrorName(rc));
+}
+
+void do_lost() {
+  void* cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  auto lost =
+      cuda != nullptr ? reinterpret_cast<int (*)()>(dlsym(cuda, "fakecuda_context_lost")) : nullptr;
+  if (lost == nullptr) {
+    reply("ERR lost: not the emulated driver");
+    return;
+  }
+  reply(std::string("OK lost ") + (lost() ? "yes" : "no"));
+}
+
 void do_touch(const std::string& name) {
   Buffer b;
   if (!lookup(name, &b)) return;
@@ -177,6 +256,12 @@ int main() {
       do_alloc(in);
     } else if (cmd == "compute") {
       do_compute(in);
+    } else if (cmd == "launch" || cmd == "graph") {
+      do_launch(cmd, in);
+    } else if (cmd == "slow") {
+      do_slow(in);
+    } else if (cmd == "lost") {
+      do_lost();
     } else if (cmd == "exit") {
       reply("OK exit");
       return 0;

@@ -5,7 +5,10 @@
 //    process that names the same FAKECUDA_STATE file (as processes share a GPU);
 //  - mapping maps the file there, inaccessible until cuMemSetAccess; unmapping puts the
 //    reservation back, so touching slept memory faults like an illegal address;
-//  - copies are memcpy after checking that the device range is mapped and accessible.
+//  - copies are memcpy after checking that the device range is mapped and accessible;
+//  - a kernel is a host function run by the launching thread on device memory directly: one that
+//    touches memory not mapped there fails with CUDA_ERROR_ILLEGAL_ADDRESS and, as on a GPU,
+//    loses the context, so every later call that uses it fails the same way.
 // Rules the real driver enforces and gpusleep must respect are enforced here too: cuInit first,
 // a current context for copies, streams, host registration and memory info, granularity-aligned
 // sizes, unmap of exactly a mapped range, no double registration of host memory.
@@ -15,6 +18,8 @@
 // FAKECUDA_NO_VMM=1 (devices report no virtual memory management), FAKECUDA_COPY_DELAY_US.
 #include <cuda.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -208,10 +213,18 @@ CUresult injected(const char* fn) {
   return f.error;
 }
 
+// Set for good once a kernel faulted: the process's contexts are lost.
+std::atomic<bool> g_context_lost{false};
+
 #define FAKE_ENTER(name)                                    \
   std::lock_guard<std::mutex> lock(st().mu);                \
   if (!st().initialized) return CUDA_ERROR_NOT_INITIALIZED; \
   if (CUresult injected_rc = injected(name)) return injected_rc
+
+// For calls that run work in the context.
+#define FAKE_ENTER_WORK(name) \
+  FAKE_ENTER(name);           \
+  if (g_context_lost.load()) return CUDA_ERROR_ILLEGAL_ADDRESS
 
 bool valid_device(int d) {
   return d >= 0 && d < static_cast<int>(st().shared->devices);
@@ -390,7 +403,7 @@ CUresult CUDAAPI cuCtxGetDevice(CUdevice* device) {
 }
 
 CUresult CUDAAPI cuCtxSynchronize(void) {
-  FAKE_ENTER("cuCtxSynchronize");
+  FAKE_ENTER_WORK("cuCtxSynchronize");
   if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   if (CUresult rc = capture_check(true)) return rc;
   ++st().stats.syncs;
@@ -788,7 +801,7 @@ CUresult CUDAAPI cuStreamDestroy(CUstream stream) {
 }
 
 CUresult CUDAAPI cuStreamSynchronize(CUstream) {
-  FAKE_ENTER("cuStreamSynchronize");
+  FAKE_ENTER_WORK("cuStreamSynchronize");
   return CUDA_SUCCESS;
 }
 
@@ -810,7 +823,7 @@ CUresult CUDAAPI cuEventRecord(CUevent event, CUstream) {
 }
 
 CUresult CUDAAPI cuEventSynchronize(CUevent event) {
-  FAKE_ENTER("cuEventSynchronize");
+  FAKE_ENTER_WORK("cuEventSynchronize");
   return event == nullptr ? CUDA_ERROR_INVALID_HANDLE : CUDA_SUCCESS;
 }
 
@@ -824,32 +837,118 @@ CUresult CUDAAPI cuEventDestroy(CUevent event) {
 
 CUresult CUDAAPI cuMemcpyDtoHAsync(void* dst, CUdeviceptr src, size_t n, CUstream) {
   copy_delay();
-  FAKE_ENTER("cuMemcpyDtoHAsync_v2");
+  FAKE_ENTER_WORK("cuMemcpyDtoHAsync_v2");
   return copy_checked(dst, reinterpret_cast<void*>(src), n, src, dst);
 }
 
 CUresult CUDAAPI cuMemcpyHtoDAsync(CUdeviceptr dst, const void* src, size_t n, CUstream) {
   copy_delay();
-  FAKE_ENTER("cuMemcpyHtoDAsync_v2");
+  FAKE_ENTER_WORK("cuMemcpyHtoDAsync_v2");
   return copy_checked(reinterpret_cast<void*>(dst), src, n, dst, src);
 }
 
 CUresult CUDAAPI cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t n) {
-  FAKE_ENTER("cuMemcpyDtoH_v2");
+  FAKE_ENTER_WORK("cuMemcpyDtoH_v2");
   return copy_checked(dst, reinterpret_cast<void*>(src), n, src, dst);
 }
 
 CUresult CUDAAPI cuMemcpyHtoD(CUdeviceptr dst, const void* src, size_t n) {
-  FAKE_ENTER("cuMemcpyHtoD_v2");
+  FAKE_ENTER_WORK("cuMemcpyHtoD_v2");
   return copy_checked(reinterpret_cast<void*>(dst), src, n, dst, src);
 }
 
 CUresult CUDAAPI cuMemsetD8(CUdeviceptr dst, unsigned char value, size_t n) {
-  FAKE_ENTER("cuMemsetD8_v2");
+  FAKE_ENTER_WORK("cuMemsetD8_v2");
   if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   if (!device_range_ok(dst, n)) return CUDA_ERROR_INVALID_VALUE;
   std::memset(reinterpret_cast<void*>(dst), value, n);
   return CUDA_SUCCESS;
+}
+
+// ---- kernels and graphs ----
+
+namespace {
+
+thread_local sigjmp_buf* t_kernel_jump = nullptr;
+struct sigaction g_prev_segv;
+struct sigaction g_prev_bus;
+
+// A fault inside a kernel ends the kernel; any other goes to the handler the process had.
+void on_fault(int sig, siginfo_t* info, void* context) {
+  if (t_kernel_jump != nullptr) siglongjmp(*t_kernel_jump, 1);
+  const struct sigaction& prev = sig == SIGSEGV ? g_prev_segv : g_prev_bus;
+  if ((prev.sa_flags & SA_SIGINFO) != 0 && prev.sa_sigaction != nullptr) {
+    prev.sa_sigaction(sig, info, context);
+    return;
+  }
+  if ((prev.sa_flags & SA_SIGINFO) == 0 && prev.sa_handler != SIG_DFL &&
+      prev.sa_handler != SIG_IGN) {
+    prev.sa_handler(sig);
+    return;
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void install_fault_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g_prev_segv);
+    sigaction(SIGBUS, &sa, &g_prev_bus);
+  });
+}
+
+CUresult run_kernel(const char* name, fakecuda_kernel kernel, void** params) {
+  {
+    FAKE_ENTER_WORK(name);
+    if (t_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+    ++st().stats.launches;
+  }
+  if (kernel == nullptr) return CUDA_ERROR_INVALID_HANDLE;
+  install_fault_handler();
+  sigjmp_buf jump;
+  if (sigsetjmp(jump, 1) != 0) {
+    t_kernel_jump = nullptr;
+    g_context_lost.store(true);
+    return CUDA_ERROR_ILLEGAL_ADDRESS;
+  }
+  t_kernel_jump = &jump;
+  kernel(params);
+  t_kernel_jump = nullptr;
+  return CUDA_SUCCESS;
+}
+
+CUresult run_graph(const char* name, CUgraphExec exec) {
+  if (exec == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  const auto* graph = reinterpret_cast<const fakecuda_graph*>(exec);
+  return run_kernel(name, graph->kernel, graph->params);
+}
+
+}  // namespace
+
+CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int, unsigned int, unsigned int,
+                                unsigned int, unsigned int, unsigned int, unsigned int, CUstream,
+                                void** params, void**) {
+  return run_kernel("cuLaunchKernel", reinterpret_cast<fakecuda_kernel>(f), params);
+}
+
+extern "C" CUresult CUDAAPI cuLaunchKernel_ptsz(CUfunction f, unsigned int, unsigned int,
+                                                unsigned int, unsigned int, unsigned int,
+                                                unsigned int, unsigned int, CUstream, void** params,
+                                                void**) {
+  return run_kernel("cuLaunchKernel_ptsz", reinterpret_cast<fakecuda_kernel>(f), params);
+}
+
+CUresult CUDAAPI cuGraphLaunch(CUgraphExec exec, CUstream) {
+  return run_graph("cuGraphLaunch", exec);
+}
+
+extern "C" CUresult CUDAAPI cuGraphLaunch_ptsz(CUgraphExec exec, CUstream) {
+  return run_graph("cuGraphLaunch_ptsz", exec);
 }
 
 CUresult CUDAAPI cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode* mode) {
@@ -986,6 +1085,8 @@ const Entry kEntries[] = {
     {"cuMemcpyHtoD", 3020, FAKE_FN(cuMemcpyHtoD), nullptr},
     {"cuMemcpyDtoH", 3020, FAKE_FN(cuMemcpyDtoH), nullptr},
     {"cuMemsetD8", 3020, FAKE_FN(cuMemsetD8), nullptr},
+    {"cuLaunchKernel", 4000, FAKE_FN(cuLaunchKernel), FAKE_FN(cuLaunchKernel_ptsz)},
+    {"cuGraphLaunch", 10000, FAKE_FN(cuGraphLaunch), FAKE_FN(cuGraphLaunch_ptsz)},
     {"cuGetErrorName", 6000, FAKE_FN(cuGetErrorName), nullptr},
     {"cuGetErrorString", 6000, FAKE_FN(cuGetErrorString), nullptr},
     {"cuGetExportTable", 3000, FAKE_FN(cuGetExportTable), nullptr},
@@ -1035,6 +1136,10 @@ extern "C" CUresult CUDAAPI fake_export_cuGetProcAddress(const char*, void**, in
 
 // ---- test controls ----
 
+extern "C" int fakecuda_context_lost(void) {
+  return g_context_lost.load() ? 1 : 0;
+}
+
 extern "C" void fakecuda_reset(void) {
   std::lock_guard<std::mutex> lock(st().mu);
   st().faults.clear();
@@ -1042,6 +1147,7 @@ extern "C" void fakecuda_reset(void) {
   st().stats = FakeCudaStats{};
   st().stats.registered_bytes = registered;
   st().copy_delay_us = 0;
+  g_context_lost.store(false);
 }
 
 extern "C" void fakecuda_get_stats(FakeCudaStats* out) {

@@ -37,14 +37,18 @@ struct DriverTable {
   decltype(&::cuMemcpyDtoH_v2) cuMemcpyDtoH = nullptr;
   decltype(&::cuMemsetD8_v2) cuMemsetD8 = nullptr;
   decltype(&::cuMemGetInfo_v2) cuMemGetInfo = nullptr;
+  decltype(&::cuLaunchKernel) cuLaunchKernel = nullptr;
+  decltype(&::cuLaunchKernel) cuLaunchKernel_ptsz = nullptr;
+  decltype(&::cuGraphLaunch) cuGraphLaunch = nullptr;
+  decltype(&::cuGraphLaunch) cuGraphLaunch_ptsz = nullptr;
 };
 
 template <typename F>
-bool entry(const DriverTable& t, const char* name, F* out) {
+bool entry(const DriverTable& t, const char* name, F* out,
+           cuuint64_t flags = CU_GET_PROC_ADDRESS_DEFAULT) {
   void* p = nullptr;
   CUdriverProcAddressQueryResult status;
-  if (t.getProcAddress(name, &p, kDriverVersionAsked, CU_GET_PROC_ADDRESS_DEFAULT, &status) !=
-      CUDA_SUCCESS) {
+  if (t.getProcAddress(name, &p, kDriverVersionAsked, flags, &status) != CUDA_SUCCESS) {
     return false;
   }
   *out = reinterpret_cast<F>(p);
@@ -79,7 +83,13 @@ const DriverTable& drv() {
         entry(t, "cuMemFreeAsync", &t.cuMemFreeAsync) &&
         entry(t, "cuIpcGetMemHandle", &t.cuIpcGetMemHandle) &&
         entry(t, "cuMemcpyHtoD", &t.cuMemcpyHtoD) && entry(t, "cuMemcpyDtoH", &t.cuMemcpyDtoH) &&
-        entry(t, "cuMemsetD8", &t.cuMemsetD8) && entry(t, "cuMemGetInfo", &t.cuMemGetInfo);
+        entry(t, "cuMemsetD8", &t.cuMemsetD8) && entry(t, "cuMemGetInfo", &t.cuMemGetInfo) &&
+        entry(t, "cuLaunchKernel", &t.cuLaunchKernel) &&
+        entry(t, "cuLaunchKernel", &t.cuLaunchKernel_ptsz,
+              CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) &&
+        entry(t, "cuGraphLaunch", &t.cuGraphLaunch) &&
+        entry(t, "cuGraphLaunch", &t.cuGraphLaunch_ptsz,
+              CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM);
     t.init = ok ? t.cuInit(0) : CUDA_ERROR_NOT_INITIALIZED;
     return t;
   }();
@@ -109,6 +119,8 @@ cudaError_t to_runtime(CUresult rc) {
       return cudaErrorPeerAccessNotEnabled;
     case CUDA_ERROR_NOT_FOUND:
       return cudaErrorSymbolNotFound;
+    case CUDA_ERROR_ILLEGAL_ADDRESS:
+      return cudaErrorIllegalAddress;
     default:
       return cudaErrorUnknown;
   }
@@ -192,6 +204,38 @@ cudaError_t CUDARTAPI cudaMemset(void* dst, int value, size_t count) {
   if (cudaError_t e = ensure_context()) return record(e);
   return record(to_runtime(drv().cuMemsetD8(reinterpret_cast<CUdeviceptr>(dst),
                                             static_cast<unsigned char>(value), count)));
+}
+
+// Kernels are the emulated driver's (fakecuda.h): `func` is the host function to run.
+cudaError_t CUDARTAPI cudaLaunchKernel(const void* func, dim3 grid, dim3 block, void** args,
+                                       size_t shared, cudaStream_t stream) {
+  if (cudaError_t e = ensure_context()) return record(e);
+  return record(to_runtime(
+      drv().cuLaunchKernel(reinterpret_cast<CUfunction>(const_cast<void*>(func)), grid.x, grid.y,
+                           grid.z, block.x, block.y, block.z, static_cast<unsigned>(shared),
+                           reinterpret_cast<CUstream>(stream), args, nullptr)));
+}
+
+extern "C" cudaError_t CUDARTAPI cudaLaunchKernel_ptsz(const void* func, dim3 grid, dim3 block,
+                                                       void** args, size_t shared,
+                                                       cudaStream_t stream) {
+  if (cudaError_t e = ensure_context()) return record(e);
+  return record(to_runtime(drv().cuLaunchKernel_ptsz(
+      reinterpret_cast<CUfunction>(const_cast<void*>(func)), grid.x, grid.y, grid.z, block.x,
+      block.y, block.z, static_cast<unsigned>(shared), reinterpret_cast<CUstream>(stream), args,
+      nullptr)));
+}
+
+cudaError_t CUDARTAPI cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (cudaError_t e = ensure_context()) return record(e);
+  return record(to_runtime(drv().cuGraphLaunch(reinterpret_cast<CUgraphExec>(exec),
+                                               reinterpret_cast<CUstream>(stream))));
+}
+
+extern "C" cudaError_t CUDARTAPI cudaGraphLaunch_ptsz(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (cudaError_t e = ensure_context()) return record(e);
+  return record(to_runtime(drv().cuGraphLaunch_ptsz(reinterpret_cast<CUgraphExec>(exec),
+                                                    reinterpret_cast<CUstream>(stream))));
 }
 
 cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
@@ -309,6 +353,8 @@ const char* CUDARTAPI cudaGetErrorName(cudaError_t error) {
       return "cudaErrorInvalidValue";
     case cudaErrorInvalidDevice:
       return "cudaErrorInvalidDevice";
+    case cudaErrorIllegalAddress:
+      return "cudaErrorIllegalAddress";
     default:
       return "cudaErrorUnknown";
   }

@@ -12,7 +12,19 @@ struct FakeCudaStats {
   uint64_t host_registrations, host_unregistrations, registered_bytes;
   uint64_t pinned_copy_bytes, pageable_copy_bytes;
   uint64_t events_created, events_destroyed;
+  uint64_t launches;
 };
+
+/* A kernel of the emulated driver (a CUfunction): a host function run by the launching thread
+ * over device memory, which the emulated driver keeps in host memory. */
+typedef void (*fakecuda_kernel)(void** params);
+/* An executable graph of the emulated driver (a CUgraphExec): one kernel and its parameters. */
+struct fakecuda_graph {
+  fakecuda_kernel kernel;
+  void** params;
+};
+/* Whether a kernel faulted on memory not mapped for it, which loses the context for good. */
+int fakecuda_context_lost(void);
 
 /* Clears injected faults and counters (allocations stay). */
 void fakecuda_reset(void);
