@@ -211,6 +211,20 @@ Json Handler::status(const protocol::Request& req) {
   for (const PeerGrant& p : s.peers)
     peers.push_back({{"accessor", p.accessor}, {"owner", p.owner}});
   out["peers"] = peers;
+  if (s.gate) {
+    const GateStats& g = *s.gate;
+    out["gate"] = {{"mode", gate_mode_name(g.mode)},
+                   {"closed", g.closed},
+                   {"waiting", g.waiting},
+                   {"waits", g.waits},
+                   {"longest_wait_ms", g.longest_wait_s * 1e3},
+                   {"wakes_on_demand", g.wakes_on_demand},
+                   {"wake_failures", g.wake_failures},
+                   {"threads", g.threads},
+                   {"membarrier", g.membarrier}};
+  } else {
+    out["gate"] = nullptr;
+  }
   return protocol::ok_reply(req.id, out);
 }
 
@@ -221,16 +235,15 @@ Json Handler::regions(const protocol::Request& req) {
       !protocol::get_string_list(req.body, "tags", &tags, &error)) {
     return invalid(req, error);
   }
-  bool stacks = false;
-  bool group = false;
-  int depth = 1;
-  for (const char* name : {"stacks", "group"}) {
-    if (auto it = req.body.find(name); it != req.body.end() && !it->is_null()) {
-      if (!it->is_boolean())
-        return invalid(req, std::string("field '") + name + "': expected true or false");
-      (std::string(name) == "stacks" ? stacks : group) = it->get<bool>();
-    }
+  std::optional<bool> stacks_field;
+  std::optional<bool> group_field;
+  if (!protocol::get_bool(req.body, "stacks", &stacks_field, &error) ||
+      !protocol::get_bool(req.body, "group", &group_field, &error)) {
+    return invalid(req, error);
   }
+  const bool stacks = stacks_field.value_or(false);
+  const bool group = group_field.value_or(false);
+  int depth = 1;
   if (auto it = req.body.find("depth"); it != req.body.end() && !it->is_null()) {
     if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 64) {
       return invalid(req, "field 'depth': expected an integer from 1 to 64");
@@ -436,13 +449,16 @@ Json Handler::sleep(const protocol::Request& req) {
   std::string error;
   std::optional<std::vector<std::string>> tags;
   std::optional<std::string> policy_text;
-  if (!protocol::check_fields(req.body, {"tags", "policy"}, &error) ||
+  std::optional<bool> gate;
+  if (!protocol::check_fields(req.body, {"tags", "policy", "gate"}, &error) ||
       !protocol::get_string_list(req.body, "tags", &tags, &error) ||
-      !protocol::get_string(req.body, "policy", &policy_text, &error)) {
+      !protocol::get_string(req.body, "policy", &policy_text, &error) ||
+      !protocol::get_bool(req.body, "gate", &gate, &error)) {
     return invalid(req, error);
   }
   SleepRequest request;
   if (tags) request.tags = *tags;
+  request.gate = gate.value_or(true);
   if (policy_text) {
     Policy p;
     if (!parse_policy(*policy_text, &p)) {

@@ -81,6 +81,17 @@ bool get_string(const Json& body, const char* field, std::optional<std::string>*
   return true;
 }
 
+bool get_bool(const Json& body, const char* field, std::optional<bool>* out, std::string* error) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null()) return true;
+  if (!it->is_boolean()) {
+    *error = std::string("field '") + field + "': expected true or false";
+    return false;
+  }
+  *out = it->get<bool>();
+  return true;
+}
+
 bool get_string_list(const Json& body, const char* field,
                      std::optional<std::vector<std::string>>* out, std::string* error) {
   auto it = body.find(field);

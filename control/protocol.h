@@ -57,6 +57,7 @@ bool get_string(const Json& body, const char* field, std::optional<std::string>*
                 std::string* error);
 bool get_string_list(const Json& body, const char* field,
                      std::optional<std::vector<std::string>>* out, std::string* error);
+bool get_bool(const Json& body, const char* field, std::optional<bool>* out, std::string* error);
 
 Json make_request(std::string_view op, Json fields = Json::object(), Json id = nullptr);
 Json ok_reply(const Json& id, Json result);

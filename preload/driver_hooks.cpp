@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "dl_hook.h"
+#include "gate.h"
 #include "log.h"
 
 namespace gpusleep::driver_hooks {
@@ -16,7 +17,7 @@ namespace {
 const EntryPoint kEntries[] = {
 #define GPUSLEEP_ENTRY(ret, abi, api, since, until, variant, params, args) \
   {#abi, api, since, until, StreamVariant::variant},
-    GPUSLEEP_DRIVER_HOOKS(GPUSLEEP_ENTRY)
+    GPUSLEEP_ALL_DRIVER_HOOKS(GPUSLEEP_ENTRY)
 #undef GPUSLEEP_ENTRY
 };
 static_assert(sizeof(kEntries) / sizeof(kEntries[0]) == kSlotCount);
@@ -39,13 +40,26 @@ static_assert(sizeof(kEntries) / sizeof(kEntries[0]) == kSlotCount);
 GPUSLEEP_DRIVER_HOOKS(GPUSLEEP_DEFINE_DRIVER_HOOK)
 #undef GPUSLEEP_DEFINE_DRIVER_HOOK
 
+// The gated ones: pass the gate, then the driver's function.
+#define GPUSLEEP_DEFINE_GATED_HOOK(ret, abi, api, since, until, variant, params, args) \
+  extern "C" GPUSLEEP_EXPORT ret abi params {                                          \
+    using Fn = ret(*) params;                                                          \
+    auto real = reinterpret_cast<Fn>(                                                  \
+        gpusleep::driver_hooks::real_or_next(gpusleep::driver_hooks::kSlot_##abi));    \
+    if (real == nullptr) return CUDA_ERROR_NOT_INITIALIZED;                            \
+    gpusleep::GatePass pass(gpusleep::Gate::process(), #abi);                          \
+    return real args;                                                                  \
+  }
+GPUSLEEP_GATED_DRIVER_HOOKS(GPUSLEEP_DEFINE_GATED_HOOK)
+#undef GPUSLEEP_DEFINE_GATED_HOOK
+
 namespace gpusleep::driver_hooks {
 namespace {
 
 void* const kWrappers[] = {
 #define GPUSLEEP_WRAPPER(ret, abi, api, since, until, variant, params, args) \
   reinterpret_cast<void*>(&::abi),
-    GPUSLEEP_DRIVER_HOOKS(GPUSLEEP_WRAPPER)
+    GPUSLEEP_ALL_DRIVER_HOOKS(GPUSLEEP_WRAPPER)
 #undef GPUSLEEP_WRAPPER
 };
 
@@ -93,7 +107,8 @@ void* for_runtime_entry(const char* api, int version, void* real) {
   for (std::size_t i = 0; i < kSlotCount; ++i) {
     const EntryPoint& e = table().entry(i);
     if (std::strcmp(e.api, api) != 0 || version < e.since || version > e.until) continue;
-    if (table().real(i) == real) return kWrappers[i];
+    // A slot that has not seen its function yet looks it up by its ABI name.
+    if (real_or_next(i) == real) return kWrappers[i];
     ++candidates;
     only = static_cast<int>(i);
   }
@@ -108,6 +123,14 @@ void* real_or_next(std::size_t slot) {
   void* fn = table().real(slot);
   if (fn != nullptr) return fn;
   fn = real_dlsym(RTLD_NEXT, table().entry(slot).abi);
+  if (fn == nullptr) {
+    // The driver may be loaded privately (RTLD_LOCAL, as the CUDA runtime does): ask it.
+    void* cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (cuda != nullptr) {
+      fn = real_dlsym(cuda, table().entry(slot).abi);
+      dlclose(cuda);  // drops only the reference NOLOAD took
+    }
+  }
   if (fn == nullptr || is_wrapper(fn)) return nullptr;
   table().learn(slot, fn);
   return table().real(slot);

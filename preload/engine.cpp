@@ -35,6 +35,19 @@ std::size_t mirror_size(std::size_t region_size) {
   return round_up(region_size, 4096);
 }
 
+// Runs `fn` on scope exit.
+template <typename Fn>
+class OnExit {
+ public:
+  explicit OnExit(Fn fn) : fn_(std::move(fn)) {}
+  ~OnExit() { fn_(); }
+  OnExit(const OnExit&) = delete;
+  OnExit& operator=(const OnExit&) = delete;
+
+ private:
+  Fn fn_;
+};
+
 // Restores the calling thread's context on scope exit (frees run on the host's threads).
 class ContextRestorer {
  public:
@@ -69,9 +82,10 @@ std::vector<TagReport> tag_reports(const std::vector<std::shared_ptr<Region>>& r
 
 }  // namespace
 
-Engine::Engine(Driver& driver, const Options& options)
+Engine::Engine(Driver& driver, const Options& options, Gate* gate)
     : driver_(driver),
       options_(options),
+      gate_(gate),
       tagger_(options.default_tag),
       preparer_(choose_prep_threads(options.prep_threads), kBackgroundPrepThreads, kBackgroundDelay,
                 [this] { driver_.relax_capture_mode(); }),
@@ -85,6 +99,16 @@ Engine::~Engine() {
   for (const RegionInfo& r : table_.snapshot()) {
     if (!r.adopted) free(r.va);
   }
+}
+
+void Engine::open_gate_if_all_awake() {
+  if (gate_ == nullptr || !gate_->closed()) return;
+  table_.update([&] {
+    bool all_awake = true;
+    table_.for_each_locked(
+        [&](Region& r) { all_awake = all_awake && (r.state == RegionState::kAwake || !r.gated); });
+    if (all_awake) gate_->open();
+  });
 }
 
 void Engine::relax_this_thread() {
@@ -217,6 +241,7 @@ FreeOutcome Engine::free(DevicePtr va) {
              static_cast<unsigned long long>(va), driver_.describe(rc).c_str());
   }
   preparer_.release(std::move(region->mirror));  // unpinning is slow: not on the caller's time
+  if (region->state != RegionState::kAwake) open_gate_if_all_awake();
   return FreeOutcome::kFreed;
 }
 
@@ -344,6 +369,7 @@ void Engine::release_handles(const std::vector<std::shared_ptr<Region>>& regions
 OpResult Engine::sleep(const SleepRequest& request) {
   relax_this_thread();
   std::lock_guard<std::mutex> op(op_mu_);
+  OnExit refresh_gate([this] { open_gate_if_all_awake(); });
   const double t0 = monotonic_seconds();
   OpResult result;
   std::set<std::string> tags;
@@ -387,8 +413,24 @@ OpResult Engine::sleep(const SleepRequest& request) {
     }
   }
 
-  // Quiesce: a kernel still running on memory about to be unmapped would fault the context.
+  // Close the gate: from here the program's GPU calls wait (gate.h). Then quiesce: a kernel still
+  // running on memory about to be unmapped would fault the context.
   double t = monotonic_seconds();
+  table_.update([&] {
+    for (const auto& r : claimed)
+      r->gated = request.gate;
+  });
+  if (gate_ != nullptr && request.gate) {
+    std::string busy;
+    if (!gate_->close(std::chrono::milliseconds(options_.gate_drain_ms), &busy)) {
+      table_.settle(claimed, RegionState::kAwake);
+      fail(&result, "gpu_busy",
+           "a thread of the process stayed inside " + busy + " for " +
+               std::to_string(options_.gate_drain_ms) +
+               " ms (GPUSLEEP_GATE_DRAIN_MS); nothing was put to sleep");
+      return result;
+    }
+  }
   std::set<Context> contexts;
   for (const auto& r : claimed)
     contexts.insert(r->ctx);
@@ -526,6 +568,7 @@ OpResult Engine::sleep(const SleepRequest& request) {
 OpResult Engine::wake(const WakeRequest& request) {
   relax_this_thread();
   std::lock_guard<std::mutex> op(op_mu_);
+  OnExit refresh_gate([this] { open_gate_if_all_awake(); });
   const double t0 = monotonic_seconds();
   OpResult result;
   std::set<std::string> tags;
@@ -899,6 +942,7 @@ Engine::AppUnmap Engine::app_unmap(DevicePtr va) {
       if (region->state == RegionState::kAsleep) {
         out = AppUnmap::kAlreadyUnmapped;
         h.current = 0;  // its memory went at sleep: nothing behind the handle now
+        open_gate_if_all_awake();
       } else {
         h.current = region->handle;
       }
@@ -1021,6 +1065,7 @@ std::optional<RegionInfo> Engine::region_containing(DevicePtr addr) const {
 EngineStatus Engine::status() {
   relax_this_thread();
   EngineStatus s;
+  if (gate_ != nullptr) s.gate = gate_->stats();
   s.default_tag = tagger_.default_tag();
   s.phase_tag = tagger_.phase_tag();
   std::map<std::string, TagStatus> by_tag;

@@ -18,6 +18,7 @@
 
 #include "copier.h"
 #include "driver.h"
+#include "gate.h"
 #include "mirror.h"
 #include "options.h"
 #include "policy.h"
@@ -60,6 +61,9 @@ struct OpResult {
 struct SleepRequest {
   std::vector<std::string> tags;  // empty: every tag
   std::optional<Policy> policy;   // overrides each tag's policy for this request
+  // Whether the program's GPU work waits while these regions are asleep (gate.h). False: the
+  // caller knows the program leaves them alone, and its work on the rest goes on.
+  bool gate = true;
 };
 
 struct WakeRequest {
@@ -117,6 +121,7 @@ struct EngineStatus {
   std::size_t passthrough_bytes = 0;
   std::vector<UnsleepableStatus> unsleepable;  // every kind, with zero counts too
   std::vector<PeerGrant> peers;
+  std::optional<GateStats> gate;  // null: the engine has no gate
 };
 
 enum class AllocOutcome {
@@ -129,7 +134,9 @@ enum class FreeOutcome { kFreed, kNotOurs };
 
 class Engine {
  public:
-  Engine(Driver& driver, const Options& options);
+  // `gate` (optional) is closed while any region is asleep, so the program's GPU work waits
+  // instead of reaching unmapped memory (gate.h).
+  Engine(Driver& driver, const Options& options, Gate* gate = nullptr);
   // Frees every region (the library's engine lives as long as the process and is never
   // destroyed; tests destroy theirs).
   ~Engine();
@@ -243,11 +250,15 @@ class Engine {
   void report_noop(const std::set<std::string>& tags,
                    const std::vector<std::shared_ptr<Region>>& claimed, OpResult* result);
   void fail(OpResult* result, std::string code, std::string message);
+  // Opens the gate when no region is asleep or moving (atomically with claims, so a sleep that
+  // has claimed regions keeps it closed).
+  void open_gate_if_all_awake();
   void release_handles(const std::vector<std::shared_ptr<Region>>& regions,
                        const std::vector<PhysHandle>& handles, const std::vector<bool>& mapped);
 
   Driver& driver_;
   const Options options_;
+  Gate* const gate_;
   Tagger tagger_;
   PolicyTable policies_;
   RegionTable table_;

@@ -98,6 +98,20 @@ const std::vector<OptionSpec> kOptions = {
      [](Options& o, std::string_view v, std::string* e) {
        return set_bool(&o.python_stacks, v, e);
      }},
+    {"GPUSLEEP_GATE", "wait",
+     "GPU work submitted while memory is asleep: wait (until a wake), wake (on demand) or off",
+     [](Options& o, std::string_view v, std::string* e) {
+       if (parse_gate_mode(v, &o.gate)) return true;
+       *e = "expected wait, wake or off";
+       return false;
+     }},
+    {"GPUSLEEP_GATE_DRAIN_MS", "10000",
+     "how long a sleep waits for host threads to leave GPU calls before it fails (ms)",
+     [](Options& o, std::string_view v, std::string* e) {
+       if (parse_int(v, 1, 3600000, &o.gate_drain_ms)) return true;
+       *e = "expected milliseconds from 1 to 3600000";
+       return false;
+     }},
     {"GPUSLEEP_DISABLE", "0", "1: pass every allocation to the real allocator (no regions)",
      [](Options& o, std::string_view v, std::string* e) { return set_bool(&o.disable, v, e); }},
     {"GPUSLEEP_CONTROL", "1", "0: start no control server",

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gate.h"
 #include "log.h"
 #include "policy.h"
 
@@ -26,8 +27,10 @@ struct Options {
   int prep_threads = 0;                    // mirror preparation threads; 0: chosen from the CPUs
   std::size_t max_message = 64u << 10;     // largest control request accepted, in bytes
   std::string driver_library = "libcuda.so.1";
-  std::string rules_file;     // tagging rules (JSON); empty: none
-  bool python_stacks = true;  // read the Python frames of each allocation
+  std::string rules_file;           // tagging rules (JSON); empty: none
+  bool python_stacks = true;        // read the Python frames of each allocation
+  GateMode gate = GateMode::kWait;  // GPU work submitted while memory is asleep
+  int gate_drain_ms = 10000;        // how long a sleep waits for host threads to leave GPU calls
 };
 
 struct OptionSpec {

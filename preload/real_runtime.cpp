@@ -12,8 +12,9 @@ const RealRuntime& real_runtime() {
     RealRuntime t;
 #define GPUSLEEP_RESOLVE(ret, name, params, args)                       \
   t.name = reinterpret_cast<decltype(t.name)>(dlsym(RTLD_NEXT, #name)); \
-  if (t.name == nullptr) GS_INFO("the CUDA runtime's " #name " was not found");
+  if (t.name == nullptr) GS_DEBUG("the CUDA runtime's " #name " was not found");
     GPUSLEEP_RUNTIME_HOOKS(GPUSLEEP_RESOLVE)
+    GPUSLEEP_RUNTIME_GATED(GPUSLEEP_RESOLVE)
     GPUSLEEP_RUNTIME_USED(GPUSLEEP_RESOLVE)
 #undef GPUSLEEP_RESOLVE
     return t;

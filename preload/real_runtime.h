@@ -10,6 +10,7 @@ namespace gpusleep {
 struct RealRuntime {
 #define GPUSLEEP_REAL_FIELD(ret, name, params, args) ret(*name) params = nullptr;
   GPUSLEEP_RUNTIME_HOOKS(GPUSLEEP_REAL_FIELD)
+  GPUSLEEP_RUNTIME_GATED(GPUSLEEP_REAL_FIELD)
   GPUSLEEP_RUNTIME_USED(GPUSLEEP_REAL_FIELD)
 #undef GPUSLEEP_REAL_FIELD
 };

@@ -57,6 +57,7 @@ struct Region {
   RegionState state = RegionState::kAwake;
   Policy slept_policy = Policy::kOffload;  // what the last sleep did with the contents
   std::shared_ptr<Mirror> mirror;
+  bool gated = true;  // while not awake, it keeps the gate closed (SleepRequest::gate)
 
   // Owned by whoever moved the region into a busy state (or the allocating/freeing thread).
   PhysHandle handle = 0;

@@ -9,6 +9,7 @@
 
 #include "cuda_driver.h"
 #include "engine.h"
+#include "gate.h"
 #include "handler.h"
 #include "log.h"
 #include "rules.h"
@@ -56,7 +57,16 @@ bool Runtime::init() {
     GS_ERROR("%s; allocations pass through", error.c_str());
     return false;
   }
-  engine_ = std::make_unique<Engine>(*driver_, options_);
+  Gate& gate = Gate::process();
+  gate.set_mode(options_.gate);
+  engine_ = std::make_unique<Engine>(*driver_, options_, &gate);
+  Engine* engine = engine_.get();
+  // GPUSLEEP_GATE=wake: GPU work submitted while asleep wakes every tag (on the gate's thread).
+  gate.set_waker([engine](std::string* error) {
+    OpResult r = engine->wake(WakeRequest{});
+    if (!r.ok) *error = r.error.message;
+    return r.ok;
+  });
   if (!options_.rules_file.empty()) {
     std::shared_ptr<const RuleSet> rules;
     if (load_rules_file(options_.rules_file, &rules, &error)) {

@@ -102,6 +102,14 @@ std::string format_status(int pid, const Json& r) {
     out += "  peer access: device " + str(p, "accessor") + " uses device " + str(p, "owner") +
            "'s regions\n";
   }
+  const Json& gate = field(r, "gate");
+  if (gate.is_object() && (field(gate, "closed") == true || field(gate, "waits") != 0)) {
+    out += "  gate (" + str(gate, "mode") +
+           "): " + (field(gate, "closed") == true ? "closed, " : "open, ") +
+           count_text(field(gate, "waiting")) + " threads waiting; " +
+           count_text(field(gate, "waits")) + " calls waited, the longest " +
+           ms_text(field(gate, "longest_wait_ms")) + "\n";
+  }
   return out;
 }
 

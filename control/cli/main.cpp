@@ -39,9 +39,11 @@ Commands:
                           bytes per call site (its innermost N Python frames)
   retag TAG (--id N[,N...] | --range START-END | --call-site REGEX)
                           give regions the tag TAG
-  sleep [TAG...] [--policy offload|discard]
+  sleep [TAG...] [--policy offload|discard] [--no-gate]
                           copy out (offload) or drop (discard) the TAGs' contents and
-                          release their GPU memory; no TAG: every tag
+                          release their GPU memory; no TAG: every tag. The process's
+                          GPU work waits until wake; --no-gate: it goes on (it must
+                          leave the TAGs' memory alone)
   wake [TAG...]           map GPU memory back at the same addresses and restore
                           contents; no TAG: every tag. All or nothing.
   tag [TAG | --clear]     tag later allocations TAG (phase tagging); no TAG: show
@@ -74,6 +76,7 @@ struct Args {
   bool all = false;
   bool json = false;
   bool clear = false;
+  bool no_gate = false;
   int timeout_ms = -1;
   std::optional<std::string> policy;
   std::optional<std::string> tag_option;
@@ -132,6 +135,8 @@ Args parse_args(int argc, char** argv) {
       a.all = true;
     } else if (s == "--clear") {
       a.clear = true;
+    } else if (s == "--no-gate") {
+      a.no_gate = true;
     } else if (s == "--pid") {
       long pid = 0;
       if (!parse_int(value("--pid"), 1, INT_MAX, &pid)) usage_error("--pid takes a process id");
@@ -482,6 +487,7 @@ int run_command(const Args& a) {
   } else if (a.command == "sleep") {
     Json fields = tags_field(a.positional);
     if (a.policy) fields["policy"] = *a.policy;
+    if (a.no_gate) fields["gate"] = false;
     request = protocol::make_request("sleep", fields);
     human = [](int pid, const Json& r) { return format_sleep_wake(pid, "slept", r); };
   } else if (a.command == "wake") {

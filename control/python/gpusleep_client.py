@@ -120,8 +120,9 @@ class Process:
         return self.call("regions", tags=tags, stacks=stacks or None, group=group or None,
                          depth=depth)
 
-    def sleep(self, tags=None, policy=None):
-        return self.call("sleep", tags=list(tags) if tags else None, policy=policy)
+    def sleep(self, tags=None, policy=None, gate=None):
+        return self.call("sleep", tags=list(tags) if tags else None, policy=policy,
+                         gate=gate)
 
     def wake(self, tags=None):
         return self.call("wake", tags=list(tags) if tags else None)

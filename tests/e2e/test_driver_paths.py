@@ -41,7 +41,12 @@ class DriverPaths(test_emulated.Emulated):
                 # Everything outside the table comes straight from the driver.
                 self.assertEqual(self.whois(h, mode, "cuDeviceGetName", "cuDeviceGetName"), DRIVER)
                 self.assertEqual(self.whois(h, mode, "cuGetExportTable", "cuGetExportTable"), DRIVER)
-                self.assertEqual(self.whois(h, mode, "cuMemcpyDtoH", "cuMemcpyDtoH_v2"), DRIVER)
+                self.assertEqual(self.whois(h, mode, "cuMemGetInfo", "cuMemGetInfo_v2"), DRIVER)
+                # GPU work is wrapped, to pass the gate, in both stream variants.
+                self.assertEqual(self.whois(h, mode, "cuMemcpyDtoH", "cuMemcpyDtoH_v2"), LIB)
+                self.assertEqual(self.whois(h, mode, "cuLaunchKernel", "cuLaunchKernel"), LIB)
+                self.assertEqual(self.whois(h, mode, "cuGraphLaunch", "cuGraphLaunch_ptsz",
+                                            flags=2), LIB)
                 if mode != "dlsym":
                     # An ABI older than the table's (32-bit cuMemAlloc) is not substituted.
                     self.assertEqual(self.whois(h, mode, "cuMemAlloc", "", version=3010), DRIVER)

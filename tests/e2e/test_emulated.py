@@ -72,7 +72,6 @@ class Emulated(unittest.TestCase):
         self.assertEqual(r["copied_bytes"], 64 * MiB + 3002368)  # host copies: 4 KiB pages
         self.assertEqual(self.free() - free_awake, r["bytes"])
         self.assertEqual(h.send("touch w"), "OK touch w fault")
-        self.assertTrue(h.ask("check w").startswith("ERR memcpy"))
         _, status, _ = self.cli("status", "--pid", str(h.pid))
         tags = {t["tag"]: t for t in status["result"]["tags"]}
         self.assertEqual(tags["weights"]["state"], "asleep")
@@ -115,7 +114,8 @@ class Emulated(unittest.TestCase):
         h.send("alloc w2 2097152 4")
         h.send("compute g w w2")
         free_awake = self.free()
-        _, out, _ = self.cli("sleep", "kv_cache")
+        # --no-gate: the program's GPU work on the other tags goes on while kv_cache sleeps.
+        _, out, _ = self.cli("sleep", "kv_cache", "--no-gate")
         self.assertEqual(out["result"]["bytes"], 32 * MiB)
         self.assertEqual(self.free() - free_awake, 32 * MiB)
         self.assertEqual(h.send("touch kv"), "OK touch kv fault")
