@@ -221,6 +221,7 @@ Json Handler::status(const protocol::Request& req) {
                    {"wakes_on_demand", g.wakes_on_demand},
                    {"wake_failures", g.wake_failures},
                    {"threads", g.threads},
+                   {"calls", g.calls},
                    {"membarrier", g.membarrier}};
   } else {
     out["gate"] = nullptr;

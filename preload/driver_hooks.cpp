@@ -27,12 +27,14 @@ static_assert(sizeof(kEntries) / sizeof(kEntries[0]) == kSlotCount);
 
 // The exported functions. A missing driver function (none loaded) reads as an uninitialized
 // driver, which is what the caller would have got from a driver that failed to start.
+#define GPUSLEEP_FIND_REAL(ret, abi, params)                                      \
+  auto real = reinterpret_cast<ret(*) params>(                                    \
+      gpusleep::driver_hooks::real_or_next(gpusleep::driver_hooks::kSlot_##abi)); \
+  if (real == nullptr) return CUDA_ERROR_NOT_INITIALIZED
+
 #define GPUSLEEP_DEFINE_DRIVER_HOOK(ret, abi, api, since, until, variant, params, args) \
   extern "C" GPUSLEEP_EXPORT ret abi params {                                           \
-    using Fn = ret(*) params;                                                           \
-    auto real = reinterpret_cast<Fn>(                                                   \
-        gpusleep::driver_hooks::real_or_next(gpusleep::driver_hooks::kSlot_##abi));     \
-    if (real == nullptr) return CUDA_ERROR_NOT_INITIALIZED;                             \
+    GPUSLEEP_FIND_REAL(ret, abi, params);                                               \
     return gpusleep::hooks::abi GPUSLEEP_PREPEND(                                       \
         reinterpret_cast<std::uintptr_t>(__builtin_return_address(0)),                  \
         GPUSLEEP_PREPEND(real, args));                                                  \
@@ -43,15 +45,13 @@ GPUSLEEP_DRIVER_HOOKS(GPUSLEEP_DEFINE_DRIVER_HOOK)
 // The gated ones: pass the gate, then the driver's function.
 #define GPUSLEEP_DEFINE_GATED_HOOK(ret, abi, api, since, until, variant, params, args) \
   extern "C" GPUSLEEP_EXPORT ret abi params {                                          \
-    using Fn = ret(*) params;                                                          \
-    auto real = reinterpret_cast<Fn>(                                                  \
-        gpusleep::driver_hooks::real_or_next(gpusleep::driver_hooks::kSlot_##abi));    \
-    if (real == nullptr) return CUDA_ERROR_NOT_INITIALIZED;                            \
+    GPUSLEEP_FIND_REAL(ret, abi, params);                                              \
     gpusleep::GatePass pass(gpusleep::Gate::process(), #abi);                          \
     return real args;                                                                  \
   }
 GPUSLEEP_GATED_DRIVER_HOOKS(GPUSLEEP_DEFINE_GATED_HOOK)
 #undef GPUSLEEP_DEFINE_GATED_HOOK
+#undef GPUSLEEP_FIND_REAL
 
 namespace gpusleep::driver_hooks {
 namespace {

@@ -277,8 +277,10 @@ GateStats Gate::stats() const {
     s.wake_failures = wake_failures_;
   }
   std::lock_guard<std::mutex> lock(registry_mu_);
-  s.threads = static_cast<std::size_t>(
-      std::count_if(slots_.begin(), slots_.end(), [](const GateSlot* g) { return g->in_use; }));
+  for (const GateSlot* g : slots_) {
+    s.threads += g->in_use ? 1 : 0;
+    s.calls += g->passes.load(std::memory_order_relaxed);
+  }
   return s;
 }
 

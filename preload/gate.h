@@ -35,6 +35,7 @@ const char* gate_mode_name(GateMode mode);
 // One thread's published state: the gated call it is inside (null: none).
 struct alignas(64) GateSlot {
   std::atomic<const char*> call{nullptr};
+  std::atomic<std::uint64_t> passes{0};  // gated calls made (written by its thread only)
   bool in_use = false;  // owned by a live thread; guarded by the gate's registry lock
 };
 
@@ -47,6 +48,7 @@ struct GateStats {
   std::uint64_t wakes_on_demand = 0;
   std::uint64_t wake_failures = 0;
   std::size_t threads = 0;  // threads that have made a gated call and are alive
+  std::uint64_t calls = 0;  // gated calls since start, every thread
   bool membarrier = false;  // the fast path is fence-free
 };
 
@@ -144,6 +146,7 @@ class GatePass {
     s->call.store(call, std::memory_order_relaxed);
     gate.fence();
     if (__builtin_expect(gate.closed_relaxed(), 0)) gate.wait(s, call);
+    s->passes.store(s->passes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     slot_ = s;
   }
   ~GatePass() {

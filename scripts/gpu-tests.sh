@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds gpusleep on a machine with a GPU and runs, in one go, every test (the GPU ones included),
-# the demo and a short sleep/wake benchmark (scripts/bench-suite.sh runs the full suite). Results go to $OUT (default: ./gpu-results).
+# the demo, a short sleep/wake benchmark and the gate's per-call cost (scripts/bench-suite.sh runs
+# the full suite; scripts/soak.py the 1,000-cycle soak). Results go to $OUT (default:
+# ./gpu-results).
 #   scripts/gpu-tests.sh            # tests and benchmark
 #   scripts/gpu-tests.sh --no-bench
 # Dependencies without a package registry: scripts/stage-deps.sh copies nlohmann/json and Catch2
@@ -29,6 +31,8 @@ if [ $bench = 1 ]; then
   echo "== benchmark: 16 GiB in 8 regions, first sleep right after the program allocates"
   python3 scripts/bench_sleep_wake.py --build "$build" --out "$out/bench_sleep_wake.json" \
     2>&1 | tee "$out/bench.log" || status=1
+  echo "== the gate's cost per intercepted call while awake"
+  scripts/bench_gate.sh "$build" "$out/bench_gate.json" || status=1
 fi
 echo "GPU SUITE: $([ $status = 0 ] && echo PASSED || echo FAILED)"
 exit $status

@@ -5,10 +5,12 @@ import json
 import os
 import queue
 import signal
+import struct
 import subprocess
 import tempfile
 import threading
 import time
+import unittest
 
 
 class Host:
@@ -94,6 +96,75 @@ class Host:
     def kill(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+
+
+class EmulatedCase(unittest.TestCase):
+    """A test over the emulated driver: programs under `gpusleep run` with the emulated CUDA
+    libraries, a private runtime directory and device state, the CLI, and the device's free
+    memory read from outside. Reads GPUSLEEP_TEST_CLI, GPUSLEEP_TEST_FAKE_DIR and
+    GPUSLEEP_TEST_HOST."""
+
+    memory = 1 << 30  # bytes of emulated device memory
+
+    def setUp(self):
+        self.cli_path = os.environ["GPUSLEEP_TEST_CLI"]
+        fake_dir = os.environ["GPUSLEEP_TEST_FAKE_DIR"]
+        self.smi = os.path.join(fake_dir, "fakecuda-smi")
+        self.tmp = tempfile.TemporaryDirectory()
+        self.run_dir = os.path.join(self.tmp.name, "run")
+        self.env = dict(os.environ)
+        self.env.update({
+            "LD_LIBRARY_PATH": fake_dir,
+            "FAKECUDA_STATE": os.path.join(self.tmp.name, "gpu-state"),
+            "FAKECUDA_MEMORY": str(self.memory),
+            "GPUSLEEP_RUNTIME_DIR": self.run_dir,
+            "GPUSLEEP_COPY_CHUNK": "2M",
+        })
+        self.hosts = []
+
+    def tearDown(self):
+        for h in self.hosts:
+            h.close()
+        self.tmp.cleanup()
+
+    def start(self, tag=None, env=None, extra=(), argv=None):
+        """Starts ARGV (default: the emulated host program) and waits for its READY."""
+        h = Host(self.cli_path, argv or [os.environ["GPUSLEEP_TEST_HOST"]], env or self.env,
+                 tag=tag, extra=extra)
+        self.hosts.append(h)
+        h.expect("READY", timeout=30)
+        return h
+
+    def cli(self, *args, ok=True, env=None):
+        rc, out, err = run_cli(self.cli_path, args, env or self.env)
+        if ok:
+            self.assertEqual(rc, 0, f"gpusleep {' '.join(args)}: {err} {out}")
+        return rc, out, err
+
+    def free(self):
+        return fake_free_bytes(self.smi, self.env)
+
+    def socket_of(self, host):
+        return os.path.join(self.run_dir, f"{host.pid}.sock")
+
+
+def read_progress(path):
+    """(iterations, mismatches) that tests/gpu/busy_program.py publishes in `path`."""
+    with open(path, "rb") as f:
+        data = f.read(16)
+    return struct.unpack("<QQ", data) if len(data) == 16 else (0, 0)
+
+
+def wait_progress(path, beyond, timeout=60):
+    """Waits until busy_program.py has done more than `beyond` iterations; returns
+    (iterations, mismatches)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        it, bad = read_progress(path)
+        if it > beyond:
+            return it, bad
+        time.sleep(0.001)
+    raise AssertionError(f"no progress beyond {beyond} iterations in {timeout} s")
 
 
 def run_cli(cli, args, env, timeout=300):

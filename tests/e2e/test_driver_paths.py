@@ -7,8 +7,9 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_emulated  # noqa: E402
-from test_emulated import MiB, Host  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from harness import EmulatedCase, Host  # noqa: E402
+from test_emulated import MiB  # noqa: E402
 
 DRIVER_HOST = os.environ["GPUSLEEP_TEST_DRIVER_HOST"]
 MODES = ("getproc", "getproc_v1", "dlsym", "runtime")
@@ -16,9 +17,9 @@ LIB = "libgpusleep.so"
 DRIVER = "libcuda.so.1"
 
 
-class DriverPaths(test_emulated.Emulated):
+class DriverPaths(EmulatedCase):
     def start_driver_host(self, mode, env=None):
-        h = Host(test_emulated.CLI, [DRIVER_HOST, mode], env or self.env)
+        h = Host(self.cli_path, [DRIVER_HOST, mode], env or self.env)
         self.hosts.append(h)
         h.expect("READY", timeout=30)
         return h

@@ -10,12 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import Host, fake_free_bytes, run_cli  # noqa: E402
+from harness import EmulatedCase, fake_free_bytes, run_cli  # noqa: E402
 
 CLI = os.environ["GPUSLEEP_TEST_CLI"]
 FAKE_DIR = os.environ["GPUSLEEP_TEST_FAKE_DIR"]
@@ -24,43 +23,7 @@ SMI = os.path.join(FAKE_DIR, "fakecuda-smi")
 MiB = 1 << 20
 
 
-class Emulated(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.run_dir = os.path.join(self.tmp.name, "run")
-        self.env = dict(os.environ)
-        self.env.update({
-            "LD_LIBRARY_PATH": FAKE_DIR,
-            "FAKECUDA_STATE": os.path.join(self.tmp.name, "gpu-state"),
-            "FAKECUDA_MEMORY": str(1 << 30),
-            "GPUSLEEP_RUNTIME_DIR": self.run_dir,
-            "GPUSLEEP_COPY_CHUNK": "2M",
-        })
-        self.hosts = []
-
-    def tearDown(self):
-        for h in self.hosts:
-            h.close()
-        self.tmp.cleanup()
-
-    def start(self, tag=None, env=None, extra=()):
-        h = Host(CLI, [HOST], env or self.env, tag=tag, extra=extra)
-        self.hosts.append(h)
-        h.expect("READY", timeout=30)
-        return h
-
-    def cli(self, *args, ok=True, env=None):
-        rc, out, err = run_cli(CLI, args, env or self.env)
-        if ok:
-            self.assertEqual(rc, 0, f"gpusleep {' '.join(args)}: {err} {out}")
-        return rc, out, err
-
-    def free(self):
-        return fake_free_bytes(SMI, self.env)
-
-    def socket_of(self, host):
-        return os.path.join(self.run_dir, f"{host.pid}.sock")
-
+class Emulated(EmulatedCase):
     def test_offload_sleep_releases_memory_faults_touches_and_wake_restores(self):
         h = self.start(tag="weights")
         h.send("alloc w 67108864 1")

@@ -6,56 +6,25 @@ as on a GPU, which is what happens with the gate off."""
 import os
 import queue
 import sys
-import tempfile
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import Host, fake_free_bytes, run_cli  # noqa: E402
+from harness import EmulatedCase, run_cli  # noqa: E402
 
 CLI = os.environ["GPUSLEEP_TEST_CLI"]
-FAKE_DIR = os.environ["GPUSLEEP_TEST_FAKE_DIR"]
-HOST = os.environ["GPUSLEEP_TEST_HOST"]
 DRIVER_HOST = os.environ["GPUSLEEP_TEST_DRIVER_HOST"]
-SMI = os.path.join(FAKE_DIR, "fakecuda-smi")
 MiB = 1 << 20
 
 
-class Gate(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.env = dict(os.environ)
-        self.env.update({
-            "LD_LIBRARY_PATH": FAKE_DIR,
-            "FAKECUDA_STATE": os.path.join(self.tmp.name, "gpu-state"),
-            "FAKECUDA_MEMORY": str(128 * MiB),
-            "GPUSLEEP_RUNTIME_DIR": os.path.join(self.tmp.name, "run"),
-            "GPUSLEEP_COPY_CHUNK": "2M",
-        })
-        self.hosts = []
-
-    def tearDown(self):
-        for h in self.hosts:
-            h.close()
-        self.tmp.cleanup()
+class Gate(EmulatedCase):
+    memory = 128 * MiB
 
     def start(self, argv=None, tag="weights", **env):
         e = dict(self.env)
         e.update(env)
-        h = Host(CLI, argv or [HOST], e, tag=tag)
-        self.hosts.append(h)
-        h.expect("READY", timeout=30)
-        return h
-
-    def cli(self, *args, ok=True):
-        rc, out, err = run_cli(CLI, args, self.env)
-        if ok:
-            self.assertEqual(rc, 0, f"gpusleep {' '.join(args)}: {err} {out}")
-        return rc, out, err
-
-    def free(self):
-        return fake_free_bytes(SMI, self.env)
+        return super().start(tag=tag, env=e, argv=argv)
 
     def post(self, h, command):
         """Sends a command without waiting for its answer."""

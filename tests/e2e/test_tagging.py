@@ -11,10 +11,11 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "control", "python"))
 import gpusleep_client as gs  # noqa: E402
-import test_emulated  # noqa: E402
-from test_emulated import MiB, Host  # noqa: E402
+from harness import EmulatedCase, Host  # noqa: E402
+from test_emulated import MiB  # noqa: E402
 
 PYTHON_HOST = os.path.join(HERE, "python_host.py")
 RULES = {"version": 1, "rules": [
@@ -27,7 +28,7 @@ RULES = {"version": 1, "rules": [
 ]}
 
 
-class Tagging(test_emulated.Emulated):
+class Tagging(EmulatedCase):
     def setUp(self):
         super().setUp()
         self.rules_path = os.path.join(self.tmp.name, "rules.json")
@@ -40,7 +41,7 @@ class Tagging(test_emulated.Emulated):
             json.dump(rules, f)
 
     def start_python(self, extra=(), env=None):
-        h = Host(test_emulated.CLI, [sys.executable, PYTHON_HOST], env or self.env,
+        h = Host(self.cli_path, [sys.executable, PYTHON_HOST], env or self.env,
                  extra=list(extra))
         self.hosts.append(h)
         h.expect("READY", timeout=60)
@@ -184,7 +185,7 @@ class Tagging(test_emulated.Emulated):
         names = [r["name"] for r in self.client(h).rules()["rules"]]
         self.assertIn("kv caches", names)
         self.assertTrue(self.client(h).rules()["file"].endswith("/control/presets/transformers.json"))
-        p = subprocess.run([test_emulated.CLI, "run", "--preset", "no-such", "--", "true"],
+        p = subprocess.run([self.cli_path, "run", "--preset", "no-such", "--", "true"],
                            env=self.env, capture_output=True, text=True)
         self.assertEqual(p.returncode, 2)
         self.assertIn("no preset 'no-such'", p.stderr)

@@ -10,7 +10,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import Host, have_gpu, nvidia_free_bytes, run_cli  # noqa: E402
+from harness import (Host, have_gpu, nvidia_free_bytes, read_progress, run_cli,  # noqa: E402
+                     wait_progress)
 
 CLI = os.environ.get("GPUSLEEP_TEST_CLI", "")
 GRAPH_PROGRAM = os.environ.get("GPUSLEEP_TEST_GRAPH_PROGRAM", "")
@@ -20,6 +21,7 @@ TORCH_PROGRAM = os.path.join(HERE, "torch_program.py")
 CUPY_PROGRAM = os.path.join(HERE, "cupy_program.py")
 JAX_PROGRAM = os.path.join(HERE, "jax_program.py")
 TRANSFORMERS_SERVER = os.path.join(HERE, "transformers_server.py")
+BUSY_PROGRAM = os.path.join(HERE, "busy_program.py")
 GiB = 1 << 30
 
 
@@ -282,6 +284,68 @@ class TransformersServer(GpuTest):
                 f"kv_cache sleep freed {freed / GiB:.2f} GiB of {kv_bytes / GiB:.2f} GiB; "
                 f"full sleep {slept['bytes'] / GiB:.2f} GiB; tokens identical; "
                 f"{len(groups)} call sites")
+
+
+class GateUnderLoad(GpuTest):
+    """A program that never stops launching kernels, graphs, copies and memsets is put to sleep
+    while it runs: its GPU work waits (no progress, no fault) and goes on after wake with every
+    result bit-identical; with GPUSLEEP_GATE=wake its next call wakes it."""
+
+    def start_busy(self, progress, gib=2.0):
+        host = self.start([sys.executable, BUSY_PROGRAM, "--progress", progress,
+                           "--buffer-gib", str(gib)], tag="weights")
+        host.expect("READY", timeout=300)
+        return host
+
+    def test_work_in_flight_waits_while_asleep_and_goes_on_identical(self):
+        self.need_python_module("torch")
+        progress = os.path.join(self.tmp.name, "progress")
+        host = self.start_busy(progress)
+        it, _ = wait_progress(progress, 10)
+        for cycle in (1, 2, 3):
+            free_before = nvidia_free_bytes()
+            slept = self.cli("sleep", "--pid", str(host.pid))["result"]
+            freed = nvidia_free_bytes() - free_before
+            self.assertGreaterEqual(freed, 0.99 * slept["bytes"] - (2 << 20))
+            time.sleep(0.3)
+            frozen, _ = read_progress(progress)
+            time.sleep(1.0)
+            self.assertEqual(read_progress(progress)[0], frozen, "GPU work ran while asleep")
+            status = self.cli("status", "--pid", str(host.pid))["result"]
+            self.assertTrue(status["gate"]["closed"])
+            self.assertGreaterEqual(status["gate"]["waiting"], 1)
+            woke = self.cli("wake", "--pid", str(host.pid))["result"]
+            it, bad = wait_progress(progress, frozen + 20)
+            self.assertEqual(bad, 0)
+            summary(f"gate under load cycle {cycle}: slept {slept['bytes'] / GiB:.2f} GiB while the "
+                    f"program ran (driver saw {freed / GiB:.2f} GiB freed) in "
+                    f"{slept['duration_ms']:.1f} ms (drain and sync {slept['sync_ms']:.1f} ms); "
+                    f"no progress while asleep; woke in {woke['duration_ms']:.1f} ms; "
+                    f"{it} iterations, 0 mismatches")
+        gate = self.cli("status", "--pid", str(host.pid))["result"]["gate"]
+        self.assertEqual(host.send("exit", expect="DONE").split()[2], "mismatches=0")
+        summary(f"gate under load: {gate['calls']} gated calls from {gate['threads']} threads, "
+                f"{gate['waits']} waited, the longest {gate['longest_wait_ms']:.0f} ms; "
+                f"membarrier {gate['membarrier']}")
+
+    def test_wake_on_demand_under_load(self):
+        self.need_python_module("torch")
+        progress = os.path.join(self.tmp.name, "progress")
+        self.env["GPUSLEEP_GATE"] = "wake"
+        host = self.start_busy(progress, gib=1.0)
+        it, _ = wait_progress(progress, 10)
+        free_before = nvidia_free_bytes()
+        slept = self.cli("sleep", "--pid", str(host.pid))["result"]
+        it, bad = wait_progress(progress, it + 20)
+        self.assertEqual(bad, 0)
+        status = self.cli("status", "--pid", str(host.pid))["result"]
+        self.assertEqual({t["state"] for t in status["tags"] if t["regions"]}, {"awake"})
+        self.assertGreaterEqual(status["gate"]["wakes_on_demand"], 1)
+        self.assertLess(abs(nvidia_free_bytes() - free_before), 64 << 20)
+        self.assertEqual(host.send("exit", expect="DONE").split()[2], "mismatches=0")
+        summary(f"wake on demand under load: slept {slept['bytes'] / GiB:.2f} GiB, the program's "
+                f"next GPU call woke it ({status['gate']['wakes_on_demand']} wakes on demand); "
+                f"{it} iterations, 0 mismatches")
 
 
 if __name__ == "__main__":
