@@ -336,7 +336,10 @@ class GateUnderLoad(GpuTest):
         it, _ = wait_progress(progress, 10)
         free_before = nvidia_free_bytes()
         slept = self.cli("sleep", "--pid", str(host.pid))["result"]
-        it, bad = wait_progress(progress, it + 20)
+        # Iterations counted from here ran after the sleep: each one woke the program or
+        # followed a wake.
+        frozen, _ = read_progress(progress)
+        it, bad = wait_progress(progress, frozen + 20)
         self.assertEqual(bad, 0)
         status = self.cli("status", "--pid", str(host.pid))["result"]
         self.assertEqual({t["state"] for t in status["tags"] if t["regions"]}, {"awake"})
