@@ -72,9 +72,10 @@ extern "C" __attribute__((visibility("hidden"), noinline)) void* gpusleep_dlsym_
   const void* caller = __builtin_return_address(0);
   void* sym = gpusleep::real_dlsym(handle, name);
   if (sym == nullptr || name == nullptr || name[0] != 'c' || name[1] != 'u') return sym;
-  if (gpusleep::driver_hooks::table().by_abi(name) < 0) return sym;
+  const int slot = gpusleep::driver_hooks::table().by_abi(name);
+  if (slot < 0) return sym;
   if (gpusleep::from_this_library(caller) || !gpusleep::in_driver_library(sym)) return sym;
-  return gpusleep::driver_hooks::for_symbol(name, sym);
+  return gpusleep::driver_hooks::for_slot(slot, sym);
 }
 
 // void* dlsym(void* handle, const char* name): RTLD_NEXT (-1) jumps straight into glibc once its

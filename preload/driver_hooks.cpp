@@ -91,8 +91,12 @@ bool is_wrapper(const void* fn) {
 }
 
 void* for_symbol(const char* abi_name, void* real) {
+  return for_slot(table().by_abi(abi_name), real);
+}
+
+void* for_slot(int slot, void* real) {
   if (real == nullptr || is_wrapper(real)) return real;
-  return substitute(table().by_abi(abi_name), real);
+  return substitute(slot, real);
 }
 
 void* for_request(const char* api, int version, std::uint64_t flags, void* real) {

@@ -298,6 +298,8 @@ bool is_wrapper(const void* fn);
 // What a resolver hands back for a lookup that produced `real`: the wrapper when the lookup is one
 // of the table's ABIs and `real` is the driver's function of it, `real` otherwise.
 void* for_symbol(const char* abi_name, void* real);
+// The same for a lookup already matched to `slot` (-1: none).
+void* for_slot(int slot, void* real);
 void* for_request(const char* api, int version, std::uint64_t flags, void* real);
 // For a pointer the CUDA runtime handed out (cudaGetDriverEntryPoint*), whose stream variant is
 // not known: the wrapper of the slot whose function `real` is (learned, or found by its ABI name),

@@ -246,18 +246,11 @@ FreeOutcome Engine::free(DevicePtr va) {
 }
 
 void Engine::note_passthrough(DevicePtr ptr, std::size_t size) {
-  std::lock_guard<std::mutex> lock(meta_mu_);
-  auto [it, inserted] = passthrough_.emplace(ptr, size);
-  if (inserted) passthrough_bytes_ += size;
+  note_foreign(ForeignKind::kPassthrough, ptr, size);
 }
 
 bool Engine::forget_passthrough(DevicePtr ptr) {
-  std::lock_guard<std::mutex> lock(meta_mu_);
-  auto it = passthrough_.find(ptr);
-  if (it == passthrough_.end()) return false;
-  passthrough_bytes_ -= it->second;
-  passthrough_.erase(it);
-  return true;
+  return forget_foreign(ForeignKind::kPassthrough, ptr);
 }
 
 void Engine::set_rules(std::shared_ptr<const RuleSet> rules) {
@@ -719,13 +712,14 @@ void Engine::note_foreign(ForeignKind kind, std::uint64_t key, std::size_t bytes
   l.bytes += bytes;
 }
 
-void Engine::forget_foreign(ForeignKind kind, std::uint64_t key) {
+bool Engine::forget_foreign(ForeignKind kind, std::uint64_t key) {
   std::lock_guard<std::mutex> lock(meta_mu_);
   ForeignLedger& l = foreign_[static_cast<int>(kind)];
   auto it = l.entries.find(key);
-  if (it == l.entries.end()) return;
+  if (it == l.entries.end()) return false;
   l.bytes -= it->second;
   l.entries.erase(it);
+  return true;
 }
 
 // ---- memory the program creates and maps itself ----
@@ -1080,13 +1074,14 @@ EngineStatus Engine::status() {
         t.last_wake_ms = it->second.last_wake_ms;
       }
     }
-    s.passthrough_allocations = passthrough_.size();
-    s.passthrough_bytes = passthrough_bytes_;
+    const ForeignLedger& pt = foreign_[static_cast<int>(ForeignKind::kPassthrough)];
+    s.passthrough_allocations = pt.entries.size();
+    s.passthrough_bytes = pt.bytes;
     s.unsleepable.push_back(
         {"passthrough",
          "left to the CUDA allocator (a device without virtual memory management, a "
          "pass-through decision, or an allocation made while the library was off)",
-         passthrough_.size(), passthrough_bytes_});
+         pt.entries.size(), pt.bytes});
     const ForeignLedger& so = foreign_[static_cast<int>(ForeignKind::kStreamOrdered)];
     s.unsleepable.push_back(
         {"stream_ordered",

@@ -96,9 +96,10 @@ struct DeviceStatus {
 
 // Device memory of the process that sleep cannot release, by why.
 enum class ForeignKind {
+  kPassthrough,    // left to the real allocator
   kStreamOrdered,  // cudaMallocAsync / cuMemAllocAsync / cuMemAllocFromPoolAsync
 };
-inline constexpr int kForeignKinds = 1;
+inline constexpr int kForeignKinds = 2;
 
 struct UnsleepableStatus {
   std::string kind;  // "passthrough", "stream_ordered", "application_vmm"
@@ -160,7 +161,8 @@ class Engine {
   // Bookkeeping of device memory the program manages through other paths (for status). `key` is
   // the pointer.
   void note_foreign(ForeignKind kind, std::uint64_t key, std::size_t bytes);
-  void forget_foreign(ForeignKind kind, std::uint64_t key);
+  // True when `key` was noted (and is now forgotten).
+  bool forget_foreign(ForeignKind kind, std::uint64_t key);
   // ---- Physical memory the program creates and maps itself (cuMemCreate and kin) ----
   // The hooks call these around the real driver calls. A handle mapped once, whole, with access
   // granted is adopted as a region of its tag and sleeps like the library's own; any other use
@@ -275,8 +277,6 @@ class Engine {
   mutable std::mutex meta_mu_;
   std::set<std::string> known_tags_;
   std::map<std::string, TagTimes> tag_times_;
-  std::unordered_map<DevicePtr, std::size_t> passthrough_;
-  std::size_t passthrough_bytes_ = 0;
   struct ForeignLedger {
     std::unordered_map<std::uint64_t, std::size_t> entries;
     std::size_t bytes = 0;

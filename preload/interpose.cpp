@@ -29,6 +29,17 @@ class Reentry {
   bool first_;
 };
 
+// Allocates `bytes` on `device` as a region, with the call site the tagging rules ask about.
+AllocOutcome allocate_region(Runtime* rt, std::size_t bytes, int device, std::uintptr_t call_site,
+                             DevicePtr* va) {
+  LiveSite site(rt->engine().driver(), rt->options().python_stacks);
+  AllocOutcome outcome = rt->engine().allocate(bytes, device, call_site, va, &site);
+  if (outcome == AllocOutcome::kOutOfMemory) {
+    GS_INFO("out of device memory for %zu bytes on device %d", bytes, device);
+  }
+  return outcome;
+}
+
 cudaError_t real_malloc(Engine* engine, void** devPtr, size_t size) {
   const RealRuntime& real = real_runtime();
   if (real.cudaMalloc == nullptr) return cudaErrorInitializationError;
@@ -51,13 +62,11 @@ cudaError_t cudaMalloc(std::uintptr_t call_site, void** devPtr, size_t size) {
     return real_malloc(&rt->engine(), devPtr, size);
   }
   DevicePtr va = 0;
-  LiveSite site(rt->engine().driver(), rt->options().python_stacks);
-  switch (rt->engine().allocate(size, device, call_site, &va, &site)) {
+  switch (allocate_region(rt, size, device, call_site, &va)) {
     case AllocOutcome::kManaged:
       *devPtr = reinterpret_cast<void*>(va);
       return cudaSuccess;
     case AllocOutcome::kOutOfMemory:
-      GS_INFO("out of device memory for %zu bytes on device %d", size, device);
       *devPtr = nullptr;
       return cudaErrorMemoryAllocation;
     case AllocOutcome::kPassthrough:
@@ -130,13 +139,11 @@ CUresult allocate_managed(Runtime* rt, std::size_t bytes, std::uintptr_t call_si
     return CUDA_SUCCESS;
   }
   DevicePtr va = 0;
-  LiveSite site(rt->engine().driver(), rt->options().python_stacks);
-  switch (rt->engine().allocate(bytes, device, call_site, &va, &site)) {
+  switch (allocate_region(rt, bytes, device, call_site, &va)) {
     case AllocOutcome::kManaged:
       *dptr = static_cast<CUdeviceptr>(va);
       return CUDA_SUCCESS;
     case AllocOutcome::kOutOfMemory:
-      GS_INFO("out of device memory for %zu bytes on device %d", bytes, device);
       return CUDA_ERROR_OUT_OF_MEMORY;
     case AllocOutcome::kPassthrough:
       break;

@@ -80,53 +80,42 @@ void RegionTable::for_each_locked(const std::function<void(Region&)>& fn) {
     fn(*region);
 }
 
-std::shared_ptr<Region> RegionTable::remove_when_idle(DevicePtr va) {
-  std::unique_lock<std::mutex> lock(mu_);
+std::map<DevicePtr, std::shared_ptr<Region>>::iterator RegionTable::wait_idle(
+    std::unique_lock<std::mutex>& lock, DevicePtr va) {
   for (;;) {
     auto it = by_va_.find(va);
-    if (it == by_va_.end()) return nullptr;
+    if (it == by_va_.end()) return it;
     RegionState s = it->second->state;
-    if (s == RegionState::kAwake || s == RegionState::kAsleep) {
-      auto region = std::move(it->second);
-      by_va_.erase(it);
-      return region;
-    }
+    if (s == RegionState::kAwake || s == RegionState::kAsleep) return it;
     cv_.wait(lock);
   }
 }
 
-std::shared_ptr<Region> RegionTable::remove_when_awake(DevicePtr va, bool* asleep) {
-  *asleep = false;
+std::shared_ptr<Region> RegionTable::remove_when_idle(DevicePtr va) {
   std::unique_lock<std::mutex> lock(mu_);
-  for (;;) {
-    auto it = by_va_.find(va);
-    if (it == by_va_.end()) return nullptr;
-    RegionState s = it->second->state;
-    if (s == RegionState::kAsleep) {
-      *asleep = true;
-      return nullptr;
-    }
-    if (s == RegionState::kAwake) {
-      auto region = std::move(it->second);
-      by_va_.erase(it);
-      return region;
-    }
-    cv_.wait(lock);
-  }
+  auto it = wait_idle(lock, va);
+  if (it == by_va_.end()) return nullptr;
+  auto region = std::move(it->second);
+  by_va_.erase(it);
+  return region;
+}
+
+std::shared_ptr<Region> RegionTable::remove_when_awake(DevicePtr va, bool* asleep) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = wait_idle(lock, va);
+  *asleep = it != by_va_.end() && it->second->state == RegionState::kAsleep;
+  if (it == by_va_.end() || *asleep) return nullptr;
+  auto region = std::move(it->second);
+  by_va_.erase(it);
+  return region;
 }
 
 bool RegionTable::with_idle(DevicePtr va, const std::function<void(Region&)>& fn) {
   std::unique_lock<std::mutex> lock(mu_);
-  for (;;) {
-    auto it = by_va_.find(va);
-    if (it == by_va_.end()) return false;
-    RegionState s = it->second->state;
-    if (s == RegionState::kAwake || s == RegionState::kAsleep) {
-      fn(*it->second);
-      return true;
-    }
-    cv_.wait(lock);
-  }
+  auto it = wait_idle(lock, va);
+  if (it == by_va_.end()) return false;
+  fn(*it->second);
+  return true;
 }
 
 RegionInfo RegionTable::info_of(const Region& r) {

@@ -120,6 +120,10 @@ class RegionTable {
 
  private:
   static RegionInfo info_of(const Region& r);
+  // Waits (under `lock`) until the region at `va` is neither sleeping nor waking; end() when no
+  // region starts at `va`.
+  std::map<DevicePtr, std::shared_ptr<Region>>::iterator wait_idle(
+      std::unique_lock<std::mutex>& lock, DevicePtr va);
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
