@@ -8,7 +8,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import EmulatedCase, Host  # noqa: E402
+from harness import EmulatedCase, Host, fake_free_bytes  # noqa: E402
 from test_emulated import MiB  # noqa: E402
 
 DRIVER_HOST = os.environ["GPUSLEEP_TEST_DRIVER_HOST"]
@@ -181,6 +181,29 @@ class DriverPaths(EmulatedCase):
         self.assertEqual(h.send("kernel 0 after"), "OK 1")
         self.assertEqual(h.send("check before"), "OK")
         self.assertEqual(h.send("check after"), "OK")
+
+    def test_one_process_per_device_sleeps_and_wakes_with_all(self):
+        # As a tensor-parallel server runs: one process per GPU, all slept and woken at once.
+        env = dict(self.env, FAKECUDA_DEVICES="2")
+        hosts = []
+        for device in (0, 1):
+            h = self.start_driver_host("getproc", env=env)
+            h.send(f"device {device}")
+            h.send(f"alloc w{device} {(8 + 4 * device) * MiB} {device + 3}")
+            hosts.append(h)
+        awake = [fake_free_bytes(self.smi, env, d) for d in (0, 1)]
+        _, out, _ = self.cli("sleep", "--all", env=env)
+        by_pid = {r["pid"]: r for r in out}
+        self.assertEqual([by_pid[h.pid]["result"]["bytes"] for h in hosts], [8 * MiB, 12 * MiB])
+        self.assertEqual([fake_free_bytes(self.smi, env, d) - awake[d] for d in (0, 1)],
+                         [8 * MiB, 12 * MiB])
+        _, status, _ = self.cli("status", "--pid", str(hosts[1].pid), env=env)
+        self.assertEqual([d["device"] for d in status["result"]["devices"]], [1])
+        self.cli("wake", "--all", env=env)
+        self.assertEqual([fake_free_bytes(self.smi, env, d) for d in (0, 1)], awake)
+        for device, h in enumerate(hosts):
+            self.assertEqual(h.send(f"check w{device}"), "OK")
+            self.assertEqual(h.send(f"launch w{device}"), "OK launch 0")
 
 
 if __name__ == "__main__":
