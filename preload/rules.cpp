@@ -179,7 +179,8 @@ std::shared_ptr<const RuleSet> RuleSet::parse(const std::string& json_text, std:
   if (doc.is_discarded()) {
     *error = "not valid JSON";
     try {
-      (void)Json::parse(json_text);
+      const Json again = Json::parse(json_text);  // throws, with the parser's message
+      static_cast<void>(again);
     } catch (const Json::parse_error& e) {
       *error = std::string("not valid JSON: ") + e.what();
     }
