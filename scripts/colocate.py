@@ -30,7 +30,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from harness import Host, nvidia_free_bytes, run_cli  # noqa: E402
+from harness import Host, nvidia_free_bytes, rss_bytes, run_cli  # noqa: E402
 
 SERVER = os.path.join(ROOT, "scripts", "colocate", "server.py")
 TRAINER = os.path.join(ROOT, "scripts", "colocate", "trainer.py")
@@ -46,17 +46,6 @@ def total_bytes():
 
 def used_bytes():
     return total_bytes() - nvidia_free_bytes()
-
-
-def rss_bytes(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) << 10
-    except OSError:
-        pass
-    return 0
 
 
 def fields(line):

@@ -18,14 +18,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from harness import Host, nvidia_free_bytes, run_cli  # noqa: E402
+from harness import Host, gpu_count, nvidia_free_bytes, run_cli  # noqa: E402
 
 TP_PROGRAM = os.path.join(ROOT, "tests", "gpu", "tp_program.py")
 PEER_PROGRAM = os.path.join(ROOT, "tests", "gpu", "peer_program.py")
@@ -33,11 +32,6 @@ GiB = 1 << 30
 # NVLink multicast stays off: a program using it can take a shared host's GPUs out of service.
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
                 "NVSHMEM_DISABLE_NVLS": "1"}
-
-
-def gpu_count():
-    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True).stdout
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
 class Run:

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "control", "python"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import gpusleep_client as gs  # noqa: E402
-from harness import read_progress, wait_progress  # noqa: E402
+from harness import read_progress, rss_bytes, wait_progress  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -48,14 +48,6 @@ class Nvml:
         if self.lib.nvmlDeviceGetMemoryInfo(self.handle, ctypes.byref(m)) != 0:
             raise RuntimeError("nvmlDeviceGetMemoryInfo failed")
         return m.free
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def main():

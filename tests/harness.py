@@ -193,9 +193,28 @@ def nvidia_free_bytes(device=0):
     return int(out.strip().splitlines()[0]) << 20
 
 
-def have_gpu():
+def gpu_count():
+    """GPUs nvidia-smi lists (0 without a driver)."""
     try:
         p = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return p.returncode == 0 and "GPU" in p.stdout
+        return 0
+    if p.returncode != 0:
+        return 0
+    return sum(1 for line in p.stdout.splitlines() if line.startswith("GPU "))
+
+
+def have_gpu():
+    return gpu_count() > 0
+
+
+def rss_bytes(pid):
+    """The resident host memory of process `pid` (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) << 10
+    except OSError:
+        pass
+    return 0
