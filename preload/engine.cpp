@@ -789,9 +789,9 @@ bool Engine::unadopt(AppHandle& h, bool* asleep) {
   if (*asleep) return false;
   if (region != nullptr) {
     h.current = region->handle;
-    h.refs = h.adopted->refs;
     preparer_.release(std::move(region->mirror));
   }
+  h.refs = h.adopted->refs;
   h.adopted = nullptr;
   return true;
 }
@@ -932,7 +932,6 @@ Engine::AppUnmap Engine::app_unmap(DevicePtr va) {
   if (h.adopted != nullptr && h.va == va) {
     std::shared_ptr<Region> region = table_.remove_when_idle(va);
     if (region != nullptr) {
-      h.refs = h.adopted->refs;
       if (region->state == RegionState::kAsleep) {
         out = AppUnmap::kAlreadyUnmapped;
         h.current = 0;  // its memory went at sleep: nothing behind the handle now
@@ -942,6 +941,7 @@ Engine::AppUnmap Engine::app_unmap(DevicePtr va) {
       }
       preparer_.release(std::move(region->mirror));
     }
+    h.refs = h.adopted->refs;
     h.adopted = nullptr;
   }
   --h.mappings;
@@ -972,7 +972,6 @@ Engine::AppRelease Engine::app_release(std::uint64_t key, PhysHandle* real) {
                                             : AppRelease::kReleaseReal;
       *real = r.handle;
     });
-    h.refs = adopted->refs;
   } else if (--h.refs <= 0) {
     out = h.current != 0 ? AppRelease::kReleaseReal : AppRelease::kNothingToRelease;
     *real = h.current;
@@ -990,7 +989,6 @@ int Engine::app_retained(std::uint64_t key) {
   if (h.adopted != nullptr) {
     std::shared_ptr<AdoptedHandle> adopted = h.adopted;
     table_.with_idle(h.va, [&](Region&) { before = adopted->refs++; });
-    h.refs = adopted->refs;
   } else {
     ++h.refs;
   }

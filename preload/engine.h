@@ -291,7 +291,10 @@ class Engine {
     std::uintptr_t call_site = 0;
     std::shared_ptr<const CallSite> site;
     std::string rule;
-    int refs = 1;            // the program's references (create, retains, less releases)
+    // The program's references (create, retains, less releases). While adopted they are counted
+    // in AdoptedHandle::refs and copied back here when the handle leaves the region table; an
+    // adopted handle is mapped, so drop_if_gone() never needs them meanwhile.
+    int refs = 1;
     PhysHandle current = 0;  // the driver's handle now, when not adopted (0: lost)
     int mappings = 0;
     DevicePtr va = 0;  // its mapping when it has exactly one
