@@ -7,6 +7,7 @@
 #include <chrono>
 #include <thread>
 
+#include "handle_maker.h"
 #include "log.h"
 #include "units.h"
 
@@ -18,6 +19,8 @@ constexpr int kBackgroundPrepThreads = 4;
 // Background preparation starts this long after an allocation: allocations freed sooner (scratch
 // buffers, allocation benchmarks) are never pinned.
 constexpr std::chrono::milliseconds kBackgroundDelay{1000};
+// A wake of at least this many regions creates their memory on a helper thread.
+constexpr std::size_t kThreadedCreateMin = 8;
 
 int choose_prep_threads(int configured) {
   if (configured > 0) return configured;
@@ -577,40 +580,6 @@ OpResult Engine::wake(const WakeRequest& request) {
   std::vector<PhysHandle> handles(n, 0);
   std::vector<bool> mapped(n, false);
 
-  // All physical memory first: a wake that cannot get all of it changes nothing.
-  double t = monotonic_seconds();
-  for (std::size_t i = 0; i < n; ++i) {
-    Region& r = *claimed[i];
-    driver_.set_context(r.ctx);
-    DrvStatus rc = r.adopted != nullptr
-                       ? driver_.create_like(r.adopted->prop.data(), r.adopted->prop.size(),
-                                             r.mapped, &handles[i])
-                       : driver_.create(r.device, r.mapped, &handles[i]);
-    if (rc == kDrvOk) continue;
-    handles[i] = 0;
-    release_handles(claimed, handles, mapped);
-    table_.settle(claimed, RegionState::kAsleep);
-    if (rc != kDrvOutOfMemory) {
-      fail(&result, "driver_error", "cannot create device memory: " + driver_.describe(rc));
-      return result;
-    }
-    std::size_t needed = 0;
-    for (const auto& c : claimed)
-      needed += c->device == r.device ? c->mapped : 0;
-    std::size_t free_bytes = 0;
-    std::size_t total = 0;
-    driver_.memory_info(r.device, &free_bytes, &total);
-    fail(&result, "out_of_memory",
-         "wake needs " + format_bytes(needed) + " on device " + std::to_string(r.device) + "; " +
-             format_bytes(free_bytes) +
-             " is free. Nothing was woken; try again once memory is free");
-    result.error.device = r.device;
-    result.error.needed_bytes = needed;
-    result.error.free_bytes = free_bytes;
-    return result;
-  }
-  result.map_seconds = monotonic_seconds() - t;
-
   // Peers to re-grant (grant_peer waits for op_mu_, so the set holds still until we are done).
   std::map<int, std::vector<int>> accessors;
   {
@@ -619,17 +588,37 @@ OpResult Engine::wake(const WakeRequest& request) {
       accessors.emplace(r->device, accessors_of(r->device));
   }
 
-  // Map each region and queue its restore right away: the next region is mapped while the copy
-  // engines move this one. A failure waits for the queued copies, then undoes everything.
-  t = monotonic_seconds();
+  // Physical memory is created region by region on a helper thread, while this thread maps each
+  // region as its memory arrives and queues its restore: creation overlaps mapping, and the copy
+  // engines move one region while the next is mapped. Any failure waits for the queued copies,
+  // then undoes everything: a wake that cannot get all its memory changes nothing.
+  HandleMaker maker(
+      n, n >= kThreadedCreateMin,
+      [&](std::size_t i, PhysHandle* handle) {
+        const Region& r = *claimed[i];
+        driver_.set_context(r.ctx);
+        return r.adopted != nullptr ? driver_.create_like(r.adopted->prop.data(),
+                                                          r.adopted->prop.size(), r.mapped, handle)
+                                    : driver_.create(r.device, r.mapped, handle);
+      },
+      [this] { driver_.relax_capture_mode(); });
+  const double t = monotonic_seconds();
   double map_seconds = 0;
+  DrvStatus create_rc = kDrvOk;
+  std::size_t create_failed = 0;
   DrvStatus map_rc = kDrvOk;
   DrvStatus copy_rc = kDrvOk;
   for (std::size_t i = 0; i < n && map_rc == kDrvOk && copy_rc == kDrvOk; ++i) {
     Region& r = *claimed[i];
     const double u = monotonic_seconds();
+    PhysHandle handle = 0;
+    create_rc = maker.get(i, &handle, &create_failed);
+    if (create_rc != kDrvOk) {
+      map_seconds += monotonic_seconds() - u;
+      break;
+    }
     driver_.set_context(r.ctx);
-    map_rc = driver_.map(r.va, r.mapped, handles[i]);
+    map_rc = driver_.map(r.va, r.mapped, handle);
     if (map_rc == kDrvOk) {
       mapped[i] = true;
       if (r.adopted != nullptr) {  // the access the program granted, as it granted it
@@ -649,18 +638,38 @@ OpResult Engine::wake(const WakeRequest& request) {
       copy_rc = copier_.issue(r.ctx, Direction::kToDevice, m.at(off), r.va + off, m.piece_size(p));
     }
   }
+  maker.stop();
+  handles = maker.handles();
   DrvStatus wait_rc = copier_.wait();
   if (copy_rc == kDrvOk) copy_rc = wait_rc;
-  if (map_rc != kDrvOk || copy_rc != kDrvOk) {
+  if (create_rc != kDrvOk || map_rc != kDrvOk || copy_rc != kDrvOk) {
     release_handles(claimed, handles, mapped);
     table_.settle(claimed, RegionState::kAsleep);
+    if (create_rc == kDrvOutOfMemory) {
+      const Region& r = *claimed[create_failed];
+      std::size_t needed = 0;
+      for (const auto& c : claimed)
+        needed += c->device == r.device ? c->mapped : 0;
+      std::size_t free_bytes = 0;
+      std::size_t total = 0;
+      driver_.memory_info(r.device, &free_bytes, &total);
+      fail(&result, "out_of_memory",
+           "wake needs " + format_bytes(needed) + " on device " + std::to_string(r.device) + "; " +
+               format_bytes(free_bytes) +
+               " is free. Nothing was woken; try again once memory is free");
+      result.error.device = r.device;
+      result.error.needed_bytes = needed;
+      result.error.free_bytes = free_bytes;
+      return result;
+    }
     fail(&result, "driver_error",
-         (map_rc != kDrvOk ? "cannot map device memory: " + driver_.describe(map_rc)
-                           : "copy to device failed: " + driver_.describe(copy_rc)) +
+         (create_rc != kDrvOk ? "cannot create device memory: " + driver_.describe(create_rc)
+          : map_rc != kDrvOk  ? "cannot map device memory: " + driver_.describe(map_rc)
+                              : "copy to device failed: " + driver_.describe(copy_rc)) +
              ". Nothing was woken");
     return result;
   }
-  result.map_seconds += map_seconds;
+  result.map_seconds = map_seconds;
   result.copy_seconds = monotonic_seconds() - t - map_seconds;
 
   std::vector<Policy> policies(n);

@@ -218,6 +218,42 @@ TEST_CASE("a map failure during wake, after restores were queued, rolls every re
   CHECK(holds(c, 2 * kMiB, 3));
 }
 
+TEST_CASE("a wake of many regions that runs out of memory part way wakes nothing", "[engine]") {
+  // Twelve regions: their memory is created on a helper thread while the first are mapped and
+  // restored, so the failure comes after restores were queued.
+  FakeGpu gpu;
+  Engine engine(gpu.driver(), test_options());
+  std::vector<DevicePtr> regions;
+  for (int i = 0; i < 12; ++i) {
+    regions.push_back(must_allocate(engine, 4 * kMiB));
+    fill(regions.back(), 4 * kMiB, 100 + i);
+  }
+  REQUIRE(engine.sleep(SleepRequest{}).ok);
+  const std::uint64_t used_asleep = gpu.used();
+  gpu.set_capacity(used_asleep + 21 * kMiB);  // five regions fit, the sixth does not
+  OpResult r = engine.wake(WakeRequest{});
+  CHECK_FALSE(r.ok);
+  CHECK(r.error.code == "out_of_memory");
+  CHECK(r.error.needed_bytes == 48 * kMiB);
+  CHECK(r.error.free_bytes == 21 * kMiB);
+  CHECK(gpu.used() == used_asleep);
+  for (const RegionInfo& info : engine.regions())
+    CHECK(info.state == RegionState::kAsleep);
+
+  gpu.set_capacity(kDefaultCapacity);
+  gpu.fail("cuMemCreate", 9, 1);  // the tenth create fails
+  r = engine.wake(WakeRequest{});
+  CHECK(r.error.code == "driver_error");
+  CHECK(r.error.message.find("cannot create device memory") != std::string::npos);
+  CHECK(gpu.used() == used_asleep);
+  for (const RegionInfo& info : engine.regions())
+    CHECK(info.state == RegionState::kAsleep);
+
+  REQUIRE(engine.wake(WakeRequest{}).ok);
+  for (int i = 0; i < 12; ++i)
+    CHECK(holds(regions[i], 4 * kMiB, 100 + i));
+}
+
 TEST_CASE("a restore failure during wake leaves the regions asleep with their mirrors",
           "[engine]") {
   FakeGpu gpu;

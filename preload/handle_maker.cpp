@@ -1,0 +1,77 @@
+#include "handle_maker.h"
+
+#include <system_error>
+
+#include "threads.h"
+
+namespace gpusleep {
+
+HandleMaker::HandleMaker(std::size_t count, bool threaded,
+                         std::function<DrvStatus(std::size_t, PhysHandle*)> create,
+                         std::function<void()> thread_init)
+    : create_(std::move(create)), thread_init_(std::move(thread_init)), handles_(count, 0) {
+  if (!threaded || count == 0) return;
+  try {
+    thread_ = start_quiet_thread([this] { run(); });
+  } catch (const std::system_error&) {
+    // No thread to be had: get() creates on the caller's thread.
+  }
+}
+
+HandleMaker::~HandleMaker() {
+  stop();
+}
+
+void HandleMaker::run() {
+  if (thread_init_) thread_init_();
+  for (std::size_t i = 0; i < handles_.size(); ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+    }
+    PhysHandle h = 0;
+    DrvStatus rc = create_(i, &h);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (rc != kDrvOk) {
+      failure_ = rc;
+      cv_.notify_all();
+      return;
+    }
+    handles_[i] = h;
+    made_ = i + 1;
+    cv_.notify_all();
+  }
+}
+
+DrvStatus HandleMaker::get(std::size_t i, PhysHandle* handle, std::size_t* failed) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!thread_.joinable() && failure_ == kDrvOk && made_ == i && !stop_) {
+    // Inline: make it here (the lock is uncontended without a helper).
+    PhysHandle h = 0;
+    DrvStatus rc = create_(i, &h);
+    if (rc != kDrvOk) {
+      failure_ = rc;
+    } else {
+      handles_[i] = h;
+      made_ = i + 1;
+    }
+  }
+  cv_.wait(lock, [&] { return made_ > i || failure_ != kDrvOk || !thread_.joinable(); });
+  if (made_ > i) {
+    *handle = handles_[i];
+    return kDrvOk;
+  }
+  *handle = 0;
+  *failed = made_;
+  return failure_ != kDrvOk ? failure_ : kDrvNotSupported;  // asked out of order: a caller bug
+}
+
+void HandleMaker::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace gpusleep
