@@ -152,7 +152,14 @@ void MirrorPreparer::submit(const std::shared_ptr<Mirror>& mirror, bool urgent) 
     if (mirror->piece_ready(i)) continue;
     (urgent ? urgent_ : background_).push_back(Job{mirror, i, ready_at});
   }
-  cv_.notify_all();
+  // Urgent work wants every helper. Background work is not due for a while: one helper keeps the
+  // time, and each helper that takes a job wakes the next while work is left, so an allocation
+  // wakes one thread, not all of them.
+  if (urgent) {
+    cv_.notify_all();
+  } else {
+    cv_.notify_one();
+  }
 }
 
 void MirrorPreparer::release(std::shared_ptr<Mirror> mirror) {
@@ -199,6 +206,7 @@ void MirrorPreparer::run() {
       (urgent ? urgent_ : background_).pop_front();
       ++busy_;
       if (!urgent) ++running_background_;
+      if (!urgent_.empty() || !background_.empty()) cv_.notify_one();
       lock.unlock();
       if (auto mirror = job.mirror.lock(); mirror && !mirror->abandoned()) {
         std::size_t need = mirror->piece_size(job.piece) + kBackgroundReserve;
