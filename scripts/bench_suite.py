@@ -6,6 +6,7 @@ scenario and a PNG at the end. Every rate is a ratio to the line rate measured i
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,15 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import bench_sleep_wake  # noqa: E402
 
 GiB = 1 << 30
+
+
+def parts_bench(build):
+    """The parts of a sleep and a wake measured apart (scripts/bench/bench_parts.cu)."""
+    program = os.path.join(build, "scripts", "bench", "bench_parts")
+    out = subprocess.run([program, "--gib", "8"], capture_output=True, text=True,
+                         timeout=900).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
 
 
 def alloc_bench(build):
@@ -28,14 +38,29 @@ def alloc_bench(build):
         line = next(l for l in out.splitlines() if l.startswith("RESULT "))
         return json.loads(line[len("RESULT "):])
 
-    plain = result([program])
-    lib = result([cli, "run", "--", program])
+    # Plain and library runs alternate, three of each: the driver's own allocation latency drifts
+    # between runs by as much as the library adds, so each size's figure is the median over runs.
+    plains, libs = [], []
+    for _ in range(3):
+        plains.append(result([program]))
+        libs.append(result([cli, "run", "--", program]))
+    med = statistics.median
     rows = []
-    for p, g in zip(plain["alloc"], lib["alloc"]):
-        rows.append({"mib": p["mib"], "plain_malloc_us": p["malloc_us"], "lib_malloc_us": g["malloc_us"],
-                     "malloc_ratio": g["malloc_us"] / p["malloc_us"],
-                     "plain_free_us": p["free_us"], "lib_free_us": g["free_us"],
-                     "free_ratio": g["free_us"] / p["free_us"]})
+    for k, p in enumerate(plains[0]["alloc"]):
+        def m(runs, key):
+            return med(run["alloc"][k][key] for run in runs)
+        row = {"mib": p["mib"], "plain_malloc_us": m(plains, "malloc_us"),
+               "lib_malloc_us": m(libs, "malloc_us"), "plain_free_us": m(plains, "free_us"),
+               "lib_free_us": m(libs, "free_us")}
+        row["malloc_ratio"] = row["lib_malloc_us"] / row["plain_malloc_us"]
+        row["free_ratio"] = row["lib_free_us"] / row["plain_free_us"]
+        row["malloc_ratio_by_pair"] = [g["alloc"][k]["malloc_us"] / q["alloc"][k]["malloc_us"]
+                                       for q, g in zip(plains, libs)]
+        row["free_ratio_by_pair"] = [g["alloc"][k]["free_us"] / q["alloc"][k]["free_us"]
+                                     for q, g in zip(plains, libs)]
+        rows.append(row)
+    plain = {"kernel_gbps": med(r["kernel_gbps"] for r in plains)}
+    lib = {"kernel_gbps": med(r["kernel_gbps"] for r in libs)}
     return {"alloc": rows, "plain_kernel_gbps": plain["kernel_gbps"],
             "lib_kernel_gbps": lib["kernel_gbps"],
             "kernel_ratio": lib["kernel_gbps"] / plain["kernel_gbps"]}
@@ -98,6 +123,28 @@ def plot(result, path):
     print(f"plot written to {path}")
 
 
+def print_parts(p):
+    def g(key, fmt="{:.1f}"):
+        return fmt.format(p[key]) if key in p else "-"
+    print("driver calls per 2 MiB handle (1,000 handles), microseconds:")
+    print(f"  wake: create {g('vmm2m.each_create_us')}, map {g('vmm2m.each_map_us')}, "
+          f"set access {g('vmm2m.each_set_access_us')} (one call over the run: "
+          f"{g('vmm2m.run_set_access_us')})")
+    print(f"  sleep: unmap {g('vmm2m.each_unmap_us')} (one call over the run: "
+          f"{g('vmm2m.run_unmap_us')}), release {g('vmm2m.each_release_us')}")
+    print(f"  on 1/2/4 threads, wake {g('vmm_mt.2m.t1.wake_us')}/{g('vmm_mt.2m.t2.wake_us')}/"
+          f"{g('vmm_mt.2m.t4.wake_us')}, sleep {g('vmm_mt.2m.t1.sleep_us')}/"
+          f"{g('vmm_mt.2m.t2.sleep_us')}/{g('vmm_mt.2m.t4.sleep_us')}; create on a second "
+          f"thread: wake {g('vmm_mt.2m.split.wake_us')}")
+    print("host memory preparation, GB/s (16 threads):")
+    print(f"  touch {g('host.t16.touch_gbps')}, register touched "
+          f"{g('host.t16.register_touched_gbps')}, both {g('host.t16.touch_register_gbps')}; "
+          f"copy into fresh pages {g('host.t16.memcpy_fresh_gbps')}")
+    print(f"  staged through a pinned ring into fresh pages: "
+          f"{g('staged.t12.s4x64.fresh.d2h_vs_line', '{:.2f}')} x line; line "
+          f"{g('line.d2h_gbps')} GB/s")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -106,6 +153,9 @@ def main():
     ap.add_argument("--only", default="", help="run only scenarios whose label contains this")
     args = ap.parse_args()
     result = {"alloc": alloc_bench(args.build), "scenarios": []}
+    if not args.only:
+        result["parts"] = parts_bench(args.build)
+        print_parts(result["parts"])
     a = result["alloc"]
     print(f"{'size':>8} {'malloc plain':>12} {'gpusleep':>9} {'ratio':>6} {'free plain':>11} "
           f"{'gpusleep':>9} {'ratio':>6}")
