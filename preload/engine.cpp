@@ -576,6 +576,10 @@ OpResult Engine::wake(const WakeRequest& request) {
     result.seconds = monotonic_seconds() - t0;
     return result;
   }
+  // Largest first: the copy engines start on the big restores at once, and the many small
+  // regions are mapped while those run, so mapping them never leaves the engines idle.
+  std::stable_sort(claimed.begin(), claimed.end(),
+                   [](const auto& a, const auto& b) { return a->mapped > b->mapped; });
   const std::size_t n = claimed.size();
   std::vector<PhysHandle> handles(n, 0);
   std::vector<bool> mapped(n, false);
