@@ -81,6 +81,16 @@ SCENARIOS = [
 ]
 
 
+# Axis labels for the plot.
+SHORT = {
+    "16 GiB, 1000+ regions": "16G mix",
+    "64 GiB, 1000+ regions": "64G mix",
+    "16 GiB, first sleep right after allocation": "16G\nat once",
+    "16 GiB, mirrors dropped after wake": "16G\nno keep",
+    "16 GiB, one copy stream, 256 MiB chunks": "16G\n1 stream",
+}
+
+
 def plot(result, path):
     try:
         import matplotlib
@@ -95,7 +105,7 @@ def plot(result, path):
         for c in sc["cycles"]:
             if c["kind"] != "offload":
                 continue
-            labels.append(f"{sc['label'].split(',')[0]}\n{sc['label'].split(',', 1)[-1].strip()[:22]}\nc{c['cycle']}")
+            labels.append(f"{SHORT.get(sc['label'], sc['label'][:12])}\nc{c['cycle']}")
             sleeps.append(c["sleep_vs_line"])
             wakes.append(c["wake_vs_line"])
     x = range(len(labels))
@@ -104,7 +114,7 @@ def plot(result, path):
     ax1.axhline(0.95, color="k", ls="--", lw=1, label="0.95")
     ax1.axhline(0.8, color="gray", ls=":", lw=1, label="0.8")
     ax1.set_xticks(list(x))
-    ax1.set_xticklabels(labels, fontsize=6)
+    ax1.set_xticklabels(labels, fontsize=7)
     ax1.set_ylabel("rate / pinned copy line rate (same run)")
     ax1.legend(fontsize=7, loc="lower right")
     ax1.set_title("sleep and wake, whole request")
@@ -151,7 +161,12 @@ def main():
     ap.add_argument("--out", default="bench_suite.json")
     ap.add_argument("--png", default="bench_suite.png")
     ap.add_argument("--only", default="", help="run only scenarios whose label contains this")
+    ap.add_argument("--plot-only", metavar="JSON", help="redraw the plot of an earlier run")
     args = ap.parse_args()
+    if args.plot_only:
+        with open(args.plot_only) as f:
+            plot(json.load(f), args.png)
+        return
     result = {"alloc": alloc_bench(args.build), "scenarios": []}
     if not args.only:
         result["parts"] = parts_bench(args.build)
