@@ -581,7 +581,6 @@ OpResult Engine::wake(const WakeRequest& request) {
   std::stable_sort(claimed.begin(), claimed.end(),
                    [](const auto& a, const auto& b) { return a->mapped > b->mapped; });
   const std::size_t n = claimed.size();
-  std::vector<PhysHandle> handles(n, 0);
   std::vector<bool> mapped(n, false);
 
   // Peers to re-grant (grant_peer waits for op_mu_, so the set holds still until we are done).
@@ -643,7 +642,7 @@ OpResult Engine::wake(const WakeRequest& request) {
     }
   }
   maker.stop();
-  handles = maker.handles();
+  const std::vector<PhysHandle>& handles = maker.handles();  // every handle made, ours to release
   DrvStatus wait_rc = copier_.wait();
   if (copy_rc == kDrvOk) copy_rc = wait_rc;
   if (create_rc != kDrvOk || map_rc != kDrvOk || copy_rc != kDrvOk) {

@@ -22,48 +22,49 @@ HandleMaker::~HandleMaker() {
   stop();
 }
 
+void HandleMaker::publish_locked(std::size_t i, DrvStatus rc, PhysHandle handle) {
+  if (rc != kDrvOk) {
+    failure_ = rc;
+  } else {
+    handles_[i] = handle;
+    made_ = i + 1;
+  }
+  cv_.notify_all();
+}
+
 void HandleMaker::run() {
   if (thread_init_) thread_init_();
   for (std::size_t i = 0; i < handles_.size(); ++i) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stop_) return;
+      if (stop_ || failure_ != kDrvOk) return;
     }
     PhysHandle h = 0;
     DrvStatus rc = create_(i, &h);
     std::lock_guard<std::mutex> lock(mu_);
-    if (rc != kDrvOk) {
-      failure_ = rc;
-      cv_.notify_all();
-      return;
-    }
-    handles_[i] = h;
-    made_ = i + 1;
-    cv_.notify_all();
+    publish_locked(i, rc, h);
   }
 }
 
 DrvStatus HandleMaker::get(std::size_t i, PhysHandle* handle, std::size_t* failed) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!thread_.joinable() && failure_ == kDrvOk && made_ == i && !stop_) {
-    // Inline: make it here (the lock is uncontended without a helper).
-    PhysHandle h = 0;
-    DrvStatus rc = create_(i, &h);
-    if (rc != kDrvOk) {
-      failure_ = rc;
-    } else {
-      handles_[i] = h;
-      made_ = i + 1;
+  if (thread_.joinable()) {
+    cv_.wait(lock, [&] { return made_ > i || failure_ != kDrvOk || stop_; });
+  } else {
+    // No helper: make the items up to i here (the lock is uncontended).
+    while (made_ <= i && failure_ == kDrvOk && !stop_) {
+      PhysHandle h = 0;
+      DrvStatus rc = create_(made_, &h);
+      publish_locked(made_, rc, h);
     }
   }
-  cv_.wait(lock, [&] { return made_ > i || failure_ != kDrvOk || !thread_.joinable(); });
   if (made_ > i) {
     *handle = handles_[i];
     return kDrvOk;
   }
   *handle = 0;
   *failed = made_;
-  return failure_ != kDrvOk ? failure_ : kDrvNotSupported;  // asked out of order: a caller bug
+  return failure_ != kDrvOk ? failure_ : kDrvNotSupported;  // asked after stop(): a caller bug
 }
 
 void HandleMaker::stop() {

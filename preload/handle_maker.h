@@ -18,15 +18,16 @@ class HandleMaker {
  public:
   // `create(i, &handle)` makes item i's memory. With `threaded`, a helper thread calls it for
   // 0, 1, ... in order, after `thread_init`, until one fails or stop(); otherwise get() calls it.
-  HandleMaker(std::size_t count, bool threaded, std::function<DrvStatus(std::size_t, PhysHandle*)> create,
+  HandleMaker(std::size_t count, bool threaded,
+              std::function<DrvStatus(std::size_t, PhysHandle*)> create,
               std::function<void()> thread_init = nullptr);
   // Stops and waits for the helper.
   ~HandleMaker();
   HandleMaker(const HandleMaker&) = delete;
   HandleMaker& operator=(const HandleMaker&) = delete;
 
-  // Item i's handle, waiting for it if need be; items must be asked for in order. On failure,
-  // the status of the create that failed (for item `*failed` <= i) and no handle.
+  // Item i's handle, waiting for it (or, without a helper, making the items up to it). On
+  // failure, the status of the create that failed (for item `*failed` <= i) and no handle.
   DrvStatus get(std::size_t i, PhysHandle* handle, std::size_t* failed);
   // Stops creating (a create under way finishes) and waits for the helper. Afterwards handles()
   // holds every handle made, 0 for the rest; the caller owns them.
@@ -35,6 +36,8 @@ class HandleMaker {
 
  private:
   void run();
+  // Records the outcome of item i's create and wakes get(). Caller holds mu_.
+  void publish_locked(std::size_t i, DrvStatus rc, PhysHandle handle);
 
   const std::function<DrvStatus(std::size_t, PhysHandle*)> create_;
   const std::function<void()> thread_init_;

@@ -74,7 +74,7 @@ TEST_CASE("a free of a region being put to sleep waits for the sleep, then frees
   const FakeCudaStats before = gpu.stats();
   DevicePtr a = must_allocate(engine, 32 * kMiB);
   fill(a, 32 * kMiB, 1);
-  gpu.set_copy_delay_us(20000);  // 16 chunks: the sleep takes about 0.3 s
+  gpu.set_copy_delay_us(20000);    // 16 chunks: the sleep takes about 0.3 s
   std::atomic<bool> slept{false};  // Catch's assertions belong to the test's thread
   std::thread controller([&] { slept = engine.sleep(SleepRequest{}).ok; });
   while (engine.regions().empty() || engine.regions()[0].state == RegionState::kAwake) {

@@ -37,8 +37,7 @@ TEST_CASE("handles come in order, from the helper thread or inline", "[handle_ma
   }
 }
 
-TEST_CASE("a failed create stops creation and is reported for every later item",
-          "[handle_maker]") {
+TEST_CASE("a failed create stops creation and is reported for every later item", "[handle_maker]") {
   for (bool threaded : {true, false}) {
     std::atomic<int> calls{0};
     HandleMaker maker(10, threaded, [&](std::size_t i, PhysHandle* h) {
