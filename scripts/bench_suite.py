@@ -18,13 +18,17 @@ import bench_sleep_wake  # noqa: E402
 GiB = 1 << 30
 
 
-def parts_bench(build):
-    """The parts of a sleep and a wake measured apart (scripts/bench/bench_parts.cu)."""
-    program = os.path.join(build, "scripts", "bench", "bench_parts")
-    out = subprocess.run([program, "--gib", "8"], capture_output=True, text=True,
-                         timeout=900).stdout
+def result_of(cmd, env=None, timeout=600):
+    """The JSON a benchmark program prints on its "RESULT " line."""
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout).stdout
     line = next(l for l in out.splitlines() if l.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
+
+
+def parts_bench(build):
+    """The parts of a sleep and a wake measured apart (scripts/bench/bench_parts.cu)."""
+    return result_of([os.path.join(build, "scripts", "bench", "bench_parts"), "--gib", "8"],
+                     timeout=900)
 
 
 def alloc_bench(build):
@@ -33,17 +37,12 @@ def alloc_bench(build):
     tmp = tempfile.TemporaryDirectory()
     env = dict(os.environ, GPUSLEEP_RUNTIME_DIR=os.path.join(tmp.name, "run"))
 
-    def result(cmd):
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600).stdout
-        line = next(l for l in out.splitlines() if l.startswith("RESULT "))
-        return json.loads(line[len("RESULT "):])
-
     # Plain and library runs alternate, three of each: the driver's own allocation latency drifts
     # between runs by as much as the library adds, so each size's figure is the median over runs.
     plains, libs = [], []
     for _ in range(3):
-        plains.append(result([program]))
-        libs.append(result([cli, "run", "--", program]))
+        plains.append(result_of([program], env))
+        libs.append(result_of([cli, "run", "--", program], env))
     med = statistics.median
     rows = []
     for k, p in enumerate(plains[0]["alloc"]):
@@ -59,11 +58,10 @@ def alloc_bench(build):
         row["free_ratio_by_pair"] = [g["alloc"][k]["free_us"] / q["alloc"][k]["free_us"]
                                      for q, g in zip(plains, libs)]
         rows.append(row)
-    plain = {"kernel_gbps": med(r["kernel_gbps"] for r in plains)}
-    lib = {"kernel_gbps": med(r["kernel_gbps"] for r in libs)}
-    return {"alloc": rows, "plain_kernel_gbps": plain["kernel_gbps"],
-            "lib_kernel_gbps": lib["kernel_gbps"],
-            "kernel_ratio": lib["kernel_gbps"] / plain["kernel_gbps"]}
+    plain_gbps = med(r["kernel_gbps"] for r in plains)
+    lib_gbps = med(r["kernel_gbps"] for r in libs)
+    return {"alloc": rows, "plain_kernel_gbps": plain_gbps, "lib_kernel_gbps": lib_gbps,
+            "kernel_ratio": lib_gbps / plain_gbps}
 
 
 SCENARIOS = [

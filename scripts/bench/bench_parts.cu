@@ -20,15 +20,15 @@
 #include <thread>
 #include <vector>
 
-#define DRV(x)                                                              \
-  do {                                                                      \
-    CUresult r_ = (x);                                                      \
-    if (r_ != CUDA_SUCCESS) {                                               \
-      const char* s_ = nullptr;                                             \
-      cuGetErrorString(r_, &s_);                                            \
+#define DRV(x)                                                                  \
+  do {                                                                          \
+    CUresult r_ = (x);                                                          \
+    if (r_ != CUDA_SUCCESS) {                                                   \
+      const char* s_ = nullptr;                                                 \
+      cuGetErrorString(r_, &s_);                                                \
       std::printf("ERR %s:%d %s: %s\n", __FILE__, __LINE__, #x, s_ ? s_ : "?"); \
-      std::exit(1);                                                         \
-    }                                                                       \
+      std::exit(1);                                                             \
+    }                                                                           \
   } while (0)
 
 namespace {
@@ -77,9 +77,28 @@ char* fresh(std::size_t bytes) {
     std::printf("ERR mmap\n");
     std::exit(1);
   }
-  char* a = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(p) + 2 * MiB - 1) & ~(2 * MiB - 1));
+  char* a =
+      reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(p) + 2 * MiB - 1) & ~(2 * MiB - 1));
   madvise(a, bytes, MADV_HUGEPAGE);
   return a;
+}
+
+// Pinned memory at location 0 of `where` (the GPU, or the host's NUMA node), and read-write
+// access for it.
+CUmemAllocationProp pinned_prop(CUmemLocationType where) {
+  CUmemAllocationProp prop{};
+  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+  prop.location.type = where;
+  prop.location.id = 0;
+  return prop;
+}
+
+CUmemAccessDesc read_write(CUmemLocationType where) {
+  CUmemAccessDesc acc{};
+  acc.location.type = where;
+  acc.location.id = 0;
+  acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  return acc;
 }
 
 void touch(char* p, std::size_t n) {
@@ -90,13 +109,8 @@ void touch(char* p, std::size_t n) {
 
 void vmm_part(std::size_t n, std::size_t size, const char* label) {
   std::vector<CUmemGenericAllocationHandle> h(n);
-  CUmemAllocationProp prop{};
-  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-  prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-  prop.location.id = 0;
-  CUmemAccessDesc acc{};
-  acc.location = prop.location;
-  acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  const CUmemAllocationProp prop = pinned_prop(CU_MEM_LOCATION_TYPE_DEVICE);
+  const CUmemAccessDesc acc = read_write(CU_MEM_LOCATION_TYPE_DEVICE);
   auto per = [&](const char* what, double s) {
     std::string k = std::string(label) + "." + what + "_us";
     add(k.c_str(), s / n * 1e6);
@@ -175,15 +189,10 @@ void vmm_part(std::size_t n, std::size_t size, const char* label) {
 // Median cost of each step of an allocation and a free through the virtual-memory calls, next to
 // cuMemAlloc / cuMemFree, at `size` bytes.
 void alloc_part(std::size_t size, int reps) {
-  CUmemAllocationProp prop{};
-  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-  prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-  prop.location.id = 0;
-  CUmemAccessDesc acc{};
-  acc.location = prop.location;
-  acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-  const char* names[] = {"plain_alloc", "plain_free", "reserve", "create", "map", "set_access",
-                         "unmap", "release", "unreserve"};
+  const CUmemAllocationProp prop = pinned_prop(CU_MEM_LOCATION_TYPE_DEVICE);
+  const CUmemAccessDesc acc = read_write(CU_MEM_LOCATION_TYPE_DEVICE);
+  const char* names[] = {"plain_alloc", "plain_free", "reserve", "create",   "map",
+                         "set_access",  "unmap",      "release", "unreserve"};
   constexpr int kSteps = 9;
   std::vector<std::vector<double>> us(kSteps);
   for (int r = 0; r < reps; ++r) {
@@ -230,7 +239,8 @@ void host_part(std::size_t bytes, const std::vector<int>& thread_counts) {
     char* a = fresh(bytes);
     double s = parallel(th, pieces, [&](std::size_t i) { touch(a + i * kPiece, kPiece); });
     add(key("touch").c_str(), bytes / s / 1e9);
-    s = parallel(th, pieces, [&](std::size_t i) { DRV(cuMemHostRegister(a + i * kPiece, kPiece, 0)); });
+    s = parallel(th, pieces,
+                 [&](std::size_t i) { DRV(cuMemHostRegister(a + i * kPiece, kPiece, 0)); });
     add(key("register_touched").c_str(), bytes / s / 1e9);
     s = parallel(th, pieces, [&](std::size_t i) { DRV(cuMemHostUnregister(a + i * kPiece)); });
     add(key("unregister").c_str(), bytes / s / 1e9);
@@ -259,13 +269,8 @@ void host_part(std::size_t bytes, const std::vector<int>& thread_counts) {
 // release) for `n` handles of `size` bytes spread over `threads` threads, or, with `split`, in a
 // two-thread pipeline (one thread creates and the other maps; one unmaps and the other releases).
 void vmm_threads_part(std::size_t n, std::size_t size, int threads, bool split) {
-  CUmemAllocationProp prop{};
-  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-  prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-  prop.location.id = 0;
-  CUmemAccessDesc acc{};
-  acc.location = prop.location;
-  acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  const CUmemAllocationProp prop = pinned_prop(CU_MEM_LOCATION_TYPE_DEVICE);
+  const CUmemAccessDesc acc = read_write(CU_MEM_LOCATION_TYPE_DEVICE);
   CUdeviceptr base = 0;
   DRV(cuMemAddressReserve(&base, n * size, 0, 0, 0));
   std::vector<CUmemGenericAllocationHandle> h(n);
@@ -295,7 +300,8 @@ void vmm_threads_part(std::size_t n, std::size_t size, int threads, bool split) 
       }
     });
     for (std::size_t i = 0; i < n; ++i) {
-      while (made.load() <= i) std::this_thread::yield();
+      while (made.load() <= i)
+        std::this_thread::yield();
       DRV(cuMemMap(base + i * size, size, 0, h[i], 0));
       DRV(cuMemSetAccess(base + i * size, size, &acc, 1));
     }
@@ -308,7 +314,8 @@ void vmm_threads_part(std::size_t n, std::size_t size, int threads, bool split) 
     std::thread releaser([&] {
       cuCtxSetCurrent(ctx);
       for (std::size_t i = 0; i < n; ++i) {
-        while (unmapped.load() <= i) std::this_thread::yield();
+        while (unmapped.load() <= i)
+          std::this_thread::yield();
         DRV(cuMemRelease(h[i]));
       }
     });
@@ -326,12 +333,15 @@ void vmm_threads_part(std::size_t n, std::size_t size, int threads, bool split) 
 
 // Variants of host-memory preparation on `threads` threads over `bytes`.
 void pin_variants_part(std::size_t bytes, int threads) {
-  auto key = [&](const std::string& w) { return "pin.t" + std::to_string(threads) + "." + w + "_gbps"; };
+  auto key = [&](const std::string& w) {
+    return "pin.t" + std::to_string(threads) + "." + w + "_gbps";
+  };
   // Memory the guest has never used: hold blocks so that each takes new pages.
   std::vector<char*> held;
   for (int b = 0; b < 4; ++b) {
     char* a = fresh(bytes);
-    double s = parallel(threads, bytes / kPiece, [&](std::size_t i) { touch(a + i * kPiece, kPiece); });
+    double s =
+        parallel(threads, bytes / kPiece, [&](std::size_t i) { touch(a + i * kPiece, kPiece); });
     add(key("touch_block" + std::to_string(b)).c_str(), bytes / s / 1e9);
     held.push_back(a);
   }
@@ -344,20 +354,21 @@ void pin_variants_part(std::size_t bytes, int threads) {
       DRV(cuMemHostRegister(a + i * piece, piece, 0));
     });
     add(key("touch_register_" + std::to_string(piece / MiB) + "m").c_str(), bytes / s / 1e9);
-    parallel(threads, bytes / piece, [&](std::size_t i) { DRV(cuMemHostUnregister(a + i * piece)); });
+    parallel(threads, bytes / piece,
+             [&](std::size_t i) { DRV(cuMemHostUnregister(a + i * piece)); });
     munmap(a, bytes);
   }
   {
     char* a = fresh(bytes);
-    double s = parallel(threads, bytes / kPiece, [&](std::size_t i) {
-      DRV(cuMemHostRegister(a + i * kPiece, kPiece, 0));
-    });
+    double s = parallel(threads, bytes / kPiece,
+                        [&](std::size_t i) { DRV(cuMemHostRegister(a + i * kPiece, kPiece, 0)); });
     add(key("register_untouched").c_str(), bytes / s / 1e9);
     bool ok = true;
     for (std::size_t off = 0; off < bytes; off += 64 * MiB)
       ok = ok && a[off] == 0;
     add(key("register_untouched_reads_zero").c_str(), ok);
-    parallel(threads, bytes / kPiece, [&](std::size_t i) { DRV(cuMemHostUnregister(a + i * kPiece)); });
+    parallel(threads, bytes / kPiece,
+             [&](std::size_t i) { DRV(cuMemHostUnregister(a + i * kPiece)); });
     munmap(a, bytes);
   }
   {
@@ -378,10 +389,7 @@ void pin_variants_part(std::size_t bytes, int threads) {
 
 // Host memory from the driver's virtual-memory calls (cuMemCreate on the host NUMA node).
 void host_vmm_part(std::size_t bytes) {
-  CUmemAllocationProp prop{};
-  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-  prop.location.type = CU_MEM_LOCATION_TYPE_HOST_NUMA;
-  prop.location.id = 0;
+  const CUmemAllocationProp prop = pinned_prop(CU_MEM_LOCATION_TYPE_HOST_NUMA);
   std::size_t gran = 0;
   CUresult r = cuMemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED);
   add("host_vmm.supported", r == CUDA_SUCCESS);
@@ -400,13 +408,8 @@ void host_vmm_part(std::size_t bytes) {
     }
     DRV(cuMemMap(base + i * kPiece, kPiece, 0, h[i], 0));
   }
-  CUmemAccessDesc acc[2]{};
-  acc[0].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-  acc[0].location.id = 0;
-  acc[0].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-  acc[1].location.type = CU_MEM_LOCATION_TYPE_HOST_NUMA;
-  acc[1].location.id = 0;
-  acc[1].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  const CUmemAccessDesc acc[2] = {read_write(CU_MEM_LOCATION_TYPE_DEVICE),
+                                  read_write(CU_MEM_LOCATION_TYPE_HOST_NUMA)};
   r = cuMemSetAccess(base, bytes, acc, 2);
   add("host_vmm.host_access_ok", r == CUDA_SUCCESS);
   if (r != CUDA_SUCCESS) DRV(cuMemSetAccess(base, bytes, acc, 1));
@@ -466,15 +469,16 @@ void staged_part(std::size_t bytes, int threads, int slots, std::size_t slot, bo
     const bool to_host = dir == 0;
     // to_host: the GPU fills slot k % slots with chunk k, CPU threads copy it out to dst.
     // to device: CPU threads fill the slot from dst, then the GPU copies it in.
-    std::atomic<std::size_t> issued{0};     // chunks whose GPU copy is queued
-    std::atomic<std::size_t> gpu_done{0};   // chunks whose GPU copy completed (in order)
-    std::atomic<std::size_t> cpu_done{0};   // chunks whose CPU copies completed (in order)
+    std::atomic<std::size_t> issued{0};    // chunks whose GPU copy is queued
+    std::atomic<std::size_t> gpu_done{0};  // chunks whose GPU copy completed (in order)
+    std::atomic<std::size_t> cpu_done{0};  // chunks whose CPU copies completed (in order)
     std::vector<std::atomic<int>> parts_left(chunks);
     for (auto& p : parts_left)
       p = parts;
     std::atomic<std::size_t> next_job{0};
     auto spin_until = [](const std::atomic<std::size_t>& a, std::size_t v) {
-      while (a.load() < v) std::this_thread::yield();
+      while (a.load() < v)
+        std::this_thread::yield();
     };
     double t = now();
     std::thread issuer([&] {
