@@ -11,7 +11,6 @@ CUDA graph. Commands on stdin, after "READY tokens=HASH ...":
 """
 import argparse
 import hashlib
-import inspect
 import os
 import sys
 import time
@@ -21,21 +20,11 @@ import time
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, StaticCache  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-
-def make_cache(config, batch, max_len, dtype):
-    kwargs = {"config": config, "max_cache_len": max_len}
-    params = inspect.signature(StaticCache.__init__).parameters
-    if "max_batch_size" in params:
-        kwargs["max_batch_size"] = batch
-    elif "batch_size" in params:
-        kwargs["batch_size"] = batch
-    if "device" in params:
-        kwargs["device"] = "cuda"
-    if "dtype" in params:
-        kwargs["dtype"] = dtype
-    return StaticCache(**kwargs)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests",
+                                "gpu"))
+from static_cache import make_static_cache  # noqa: E402
 
 
 def main():
@@ -67,7 +56,7 @@ def main():
     model = load_weights()
     # The trainer's update lands here (kept in host memory, as an RL weight sync would bring it).
     host_weights = {k: v.to("cpu", copy=True).pin_memory() for k, v in model.state_dict().items()}
-    cache = make_cache(config, args.batch, max_len, dtype)
+    cache = make_static_cache(config, args.batch, max_len, dtype)
     prompts = torch.randint(0, config.vocab_size, (args.batch, args.prompt),
                             generator=torch.Generator().manual_seed(7)).cuda()
     static_tok = torch.zeros(args.batch, 1, dtype=torch.long, device="cuda")

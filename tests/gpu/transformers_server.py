@@ -6,28 +6,15 @@ graph. It answers on stdin after "READY tokens=HASH":
   exit
 """
 import hashlib
-import inspect
 import sys
 
 import torch
 import transformers
-from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from static_cache import make_static_cache
 
 BATCH, PROMPT, NEW, MAX_LEN = 4, 32, 24, 2048
-
-
-def make_cache(config, dtype):
-    kwargs = {"config": config, "max_cache_len": MAX_LEN}
-    params = inspect.signature(StaticCache.__init__).parameters
-    if "max_batch_size" in params:
-        kwargs["max_batch_size"] = BATCH
-    elif "batch_size" in params:
-        kwargs["batch_size"] = BATCH
-    if "device" in params:
-        kwargs["device"] = "cuda"
-    if "dtype" in params:
-        kwargs["dtype"] = dtype
-    return StaticCache(**kwargs)
 
 
 def main():
@@ -37,7 +24,7 @@ def main():
                          num_attention_heads=16, num_key_value_heads=8, vocab_size=32000,
                          max_position_embeddings=MAX_LEN)
     model = LlamaForCausalLM(config).to(dtype=dtype).to("cuda").eval()
-    cache = make_cache(config, dtype)
+    cache = make_static_cache(config, BATCH, MAX_LEN, dtype)
     prompts = torch.randint(0, config.vocab_size, (BATCH, PROMPT),
                             generator=torch.Generator().manual_seed(7)).cuda()
     static_tok = torch.zeros(BATCH, 1, dtype=torch.long, device="cuda")
