@@ -51,6 +51,12 @@ def alloc_bench(build):
         row = {"mib": p["mib"], "plain_malloc_us": m(plains, "malloc_us"),
                "lib_malloc_us": m(libs, "malloc_us"), "plain_free_us": m(plains, "free_us"),
                "lib_free_us": m(libs, "free_us")}
+        if "held_malloc_us" in p:
+            for key in ("held_malloc_us", "held_free_us"):
+                row["plain_" + key] = m(plains, key)
+                row["lib_" + key] = m(libs, key)
+            row["held_malloc_ratio"] = row["lib_held_malloc_us"] / row["plain_held_malloc_us"]
+            row["held_free_ratio"] = row["lib_held_free_us"] / row["plain_held_free_us"]
         row["malloc_ratio"] = row["lib_malloc_us"] / row["plain_malloc_us"]
         row["free_ratio"] = row["lib_free_us"] / row["plain_free_us"]
         row["malloc_ratio_by_pair"] = [g["alloc"][k]["malloc_us"] / q["alloc"][k]["malloc_us"]
@@ -118,8 +124,15 @@ def plot(result, path):
     ax1.set_title("sleep and wake, whole request")
     a = result["alloc"]["alloc"]
     xs = range(len(a))
-    ax2.bar([i - 0.2 for i in xs], [r["malloc_ratio"] for r in a], 0.4, label="cudaMalloc")
-    ax2.bar([i + 0.2 for i in xs], [r["free_ratio"] for r in a], 0.4, label="cudaFree")
+    held = all("held_malloc_ratio" in r for r in a)
+    w = 0.27 if held else 0.4
+    ax2.bar([i - w for i in xs] if held else [i - 0.2 for i in xs], [r["malloc_ratio"] for r in a],
+            w, label="cudaMalloc, each freed before the next")
+    if held:
+        ax2.bar(list(xs), [r["held_malloc_ratio"] for r in a], w,
+                label="cudaMalloc, several held, then freed")
+    ax2.bar([i + w for i in xs] if held else [i + 0.2 for i in xs], [r["free_ratio"] for r in a], w,
+            label="cudaFree")
     ax2.axhline(1.5, color="k", ls="--", lw=1, label="1.5x")
     ax2.set_xticks(list(xs))
     ax2.set_xticklabels([f"{r['mib']} MiB" for r in a])
@@ -144,10 +157,17 @@ def print_parts(p):
           f"{g('vmm_mt.2m.t4.wake_us')}, sleep {g('vmm_mt.2m.t1.sleep_us')}/"
           f"{g('vmm_mt.2m.t2.sleep_us')}/{g('vmm_mt.2m.t4.sleep_us')}; create on a second "
           f"thread: wake {g('vmm_mt.2m.split.wake_us')}")
+    print(f"  calls in turn per handle / each call over all handles first: wake "
+          f"{g('order.2m.b1.r0.wake_us')}/{g('order.2m.b1000.r0.wake_us')}, sleep "
+          f"{g('order.2m.b1.r0.sleep_us')}/{g('order.2m.b1000.r0.sleep_us')}")
     print("host memory preparation, GB/s (16 threads):")
     print(f"  touch {g('host.t16.touch_gbps')}, register touched "
           f"{g('host.t16.register_touched_gbps')}, both {g('host.t16.touch_register_gbps')}; "
           f"copy into fresh pages {g('host.t16.memcpy_fresh_gbps')}")
+    print("  a first sleep into unprepared memory, end to end, x line: 8 threads "
+          f"{g('first.warm.each.t8.d2h_vs_line', '{:.2f}')}, 12 threads "
+          f"{g('first.warm.each.t12.d2h_vs_line', '{:.2f}')}, touch and register on "
+          f"separate threads {g('first.warm.split.t14r1.d2h_vs_line', '{:.2f}')}")
     print(f"  staged through a pinned ring into fresh pages: "
           f"{g('staged.t12.s4x64.fresh.d2h_vs_line', '{:.2f}')} x line; line "
           f"{g('line.d2h_gbps')} GB/s")
@@ -176,6 +196,10 @@ def main():
         print(f"{r['mib']:>5} MiB {r['plain_malloc_us']:>10.0f}us {r['lib_malloc_us']:>7.0f}us "
               f"{r['malloc_ratio']:>6.2f} {r['plain_free_us']:>9.0f}us {r['lib_free_us']:>7.0f}us "
               f"{r['free_ratio']:>6.2f}")
+        if "held_malloc_ratio" in r:
+            print(f"{'held':>8} {r['plain_held_malloc_us']:>10.0f}us {r['lib_held_malloc_us']:>7.0f}us "
+                  f"{r['held_malloc_ratio']:>6.2f} {r['plain_held_free_us']:>9.0f}us "
+                  f"{r['lib_held_free_us']:>7.0f}us {r['held_free_ratio']:>6.2f}")
     print(f"streaming kernel: plain {a['plain_kernel_gbps']:.0f} GB/s, under gpusleep "
           f"{a['lib_kernel_gbps']:.0f} GB/s (x{a['kernel_ratio']:.3f})")
     for sc in SCENARIOS:

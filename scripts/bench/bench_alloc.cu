@@ -1,6 +1,8 @@
 // Allocation latency and kernel bandwidth, to compare plain runs with runs under gpusleep. Prints
-// one line: RESULT {json} with the median cudaMalloc and cudaFree times per size (microseconds)
-// and the bandwidth of a streaming kernel over cudaMalloc'd memory (GB/s, bytes read + written).
+// one line: RESULT {json} with the median cudaMalloc and cudaFree times per size (microseconds),
+// once freeing each allocation before the next ("malloc_us", "free_us") and once holding several
+// before freeing them ("held_malloc_us", "held_free_us"), and the bandwidth of a streaming kernel
+// over cudaMalloc'd memory (GB/s, bytes read + written).
 #include <cuda_runtime.h>
 
 #include "patterns.cuh"
@@ -51,8 +53,27 @@ int main() {
         free_us.push_back(t2 - t1);
       }
     }
-    std::printf("%s{\"mib\": %zu, \"malloc_us\": %.1f, \"free_us\": %.1f}", first ? "" : ", ", mib,
-                median(alloc_us), median(free_us));
+    // Held: `held` allocations of the size are made, then all freed, so no allocation can reuse
+    // the memory the previous free returned (a program growing its pool does this).
+    const int held = mib >= 1024 ? 8 : 16;
+    std::vector<double> held_alloc_us, held_free_us;
+    std::vector<void*> ptrs(held);
+    for (int round = 0; round < 7; ++round) {
+      for (auto& p : ptrs) {
+        double t0 = now_us();
+        CHECK(cudaMalloc(&p, bytes));
+        if (round > 0) held_alloc_us.push_back(now_us() - t0);
+      }
+      for (auto p : ptrs) {
+        double t0 = now_us();
+        CHECK(cudaFree(p));
+        if (round > 0) held_free_us.push_back(now_us() - t0);
+      }
+    }
+    std::printf("%s{\"mib\": %zu, \"malloc_us\": %.1f, \"free_us\": %.1f, "
+                "\"held_malloc_us\": %.1f, \"held_free_us\": %.1f}",
+                first ? "" : ", ", mib, median(alloc_us), median(free_us), median(held_alloc_us),
+                median(held_free_us));
     first = false;
   }
 

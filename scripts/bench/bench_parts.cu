@@ -1,10 +1,16 @@
 // The costs of the parts a sleep and a wake are made of, measured apart, on the GPU machine:
 //   vmm    per-call cost of the driver's virtual-memory calls for 1,000 small handles, one call
 //          per handle against one call over a run of adjacent mappings
+//   vmt    the same calls spread over threads
+//   order  the driver's calls for many handles, per handle in turn or each call over a batch
+//   pin    variants of host-memory preparation (piece sizes, memory never backed before)
 //   host   host-memory preparation on N threads: touching fresh pages, registering them, copying
 //          into fresh or touched pages
 //   staged a device-to-host copy through a small pinned ring into fresh unpinned memory, and back
-// Prints one "RESULT {json}" line. Usage: bench_parts [--gib G] [--parts vmm,host,staged]
+//   first  a first sleep into unprepared memory, end to end, with its preparation arranged on
+//          threads in different ways
+// Prints one "RESULT {json}" line.
+// Usage: bench_parts [--gib G] [--parts vmm,vmt,order,pin,host,staged,first]
 #include <cuda.h>
 #include <sys/mman.h>
 
@@ -331,6 +337,82 @@ void vmm_threads_part(std::size_t n, std::size_t size, int threads, bool split) 
   DRV(cuMemAddressFree(base, n * size));
 }
 
+// The order of the driver's calls for `n` handles of `size` bytes: a wake as create, map, set
+// access per handle in turn, or each call over `batch` handles before the next call (batch n: all
+// creates, then all maps, then all set-access calls); a sleep as unmap and release per handle, or
+// unmaps over `batch` handles, then their releases. `helper`: the creates (wake) or releases
+// (sleep) run on a second thread, `batch` at a time, while the first does the rest.
+void order_part(std::size_t n, std::size_t size, std::size_t batch, bool helper, int round) {
+  const CUmemAllocationProp prop = pinned_prop(CU_MEM_LOCATION_TYPE_DEVICE);
+  const CUmemAccessDesc acc = read_write(CU_MEM_LOCATION_TYPE_DEVICE);
+  CUdeviceptr base = 0;
+  DRV(cuMemAddressReserve(&base, n * size, 0, 0, 0));
+  std::vector<CUmemGenericAllocationHandle> h(n);
+  std::atomic<std::size_t> done{0};
+  auto wait_done = [&](std::size_t v) {
+    while (done.load(std::memory_order_acquire) < v)
+      std::this_thread::yield();
+  };
+  double t = now();
+  std::thread creator;
+  if (helper) {
+    creator = std::thread([&] {
+      cuCtxSetCurrent(ctx);
+      for (std::size_t i = 0; i < n; ++i) {
+        DRV(cuMemCreate(&h[i], size, &prop, 0));
+        done.store(i + 1, std::memory_order_release);
+      }
+    });
+  }
+  for (std::size_t b = 0; b < n; b += batch) {
+    const std::size_t e = std::min(n, b + batch);
+    if (!helper) {
+      for (std::size_t i = b; i < e; ++i)
+        DRV(cuMemCreate(&h[i], size, &prop, 0));
+    }
+    for (std::size_t i = b; i < e; ++i) {
+      if (helper) wait_done(i + 1);
+      DRV(cuMemMap(base + i * size, size, 0, h[i], 0));
+    }
+    for (std::size_t i = b; i < e; ++i)
+      DRV(cuMemSetAccess(base + i * size, size, &acc, 1));
+  }
+  if (helper) creator.join();
+  const double wake_s = now() - t;
+  DRV(cuMemsetD8(base, 1, n * size));
+  DRV(cuCtxSynchronize());
+  done.store(0);
+  t = now();
+  std::thread releaser;
+  if (helper) {
+    releaser = std::thread([&] {
+      cuCtxSetCurrent(ctx);
+      for (std::size_t i = 0; i < n; ++i) {
+        wait_done(i + 1);
+        DRV(cuMemRelease(h[i]));
+      }
+    });
+  }
+  for (std::size_t b = 0; b < n; b += batch) {
+    const std::size_t e = std::min(n, b + batch);
+    for (std::size_t i = b; i < e; ++i)
+      DRV(cuMemUnmap(base + i * size, size));
+    if (helper) {
+      done.store(e, std::memory_order_release);
+    } else {
+      for (std::size_t i = b; i < e; ++i)
+        DRV(cuMemRelease(h[i]));
+    }
+  }
+  if (helper) releaser.join();
+  const double sleep_s = now() - t;
+  std::string key = "order." + std::to_string(size / MiB) + "m.b" + std::to_string(batch) +
+                    (helper ? ".helper" : "") + ".r" + std::to_string(round);
+  add((key + ".wake_us").c_str(), wake_s / n * 1e6);
+  add((key + ".sleep_us").c_str(), sleep_s / n * 1e6);
+  DRV(cuMemAddressFree(base, n * size));
+}
+
 // Variants of host-memory preparation on `threads` threads over `bytes`.
 void pin_variants_part(std::size_t bytes, int threads) {
   auto key = [&](const std::string& w) {
@@ -560,6 +642,94 @@ void staged_part(std::size_t bytes, int threads, int slots, std::size_t slot, bo
   DRV(cuMemFree(d));
 }
 
+// A first sleep into unprepared host memory, end to end: the pieces of a fresh huge-page mapping
+// are prepared on CPU threads while the main thread copies each 256 MiB piece to it as soon as it
+// is registered (4 streams, 64 MiB chunks). Arrangements:
+//   each     `touchers` threads each touch and register whole pieces (as the mirrors do)
+//   help     the same, and the copying thread prepares the piece it needs next itself when no
+//            thread has taken it yet
+//   split    `touchers` threads touch, `registrars` threads register the touched pieces
+// `warm`: the memory was backed (touched and returned) just before, as for a process whose host
+// has used that memory before.
+void first_part(std::size_t bytes, int touchers, int registrars, bool help, bool warm,
+                double d2h_line) {
+  CUdeviceptr d = 0;
+  DRV(cuMemAlloc(&d, bytes));
+  DRV(cuMemsetD32(d, 0x6b6b6b6b, bytes / 4));
+  CUstream s[4];
+  for (auto& x : s)
+    DRV(cuStreamCreate(&x, CU_STREAM_NON_BLOCKING));
+  if (warm) {
+    char* w = fresh(bytes);
+    parallel(16, bytes / kPiece, [&](std::size_t i) { touch(w + i * kPiece, kPiece); });
+    munmap(w, bytes);
+  }
+  char* h = fresh(bytes);
+  const std::size_t pieces = bytes / kPiece;
+  std::vector<std::atomic<int>> state(pieces);  // 0 untouched, 1 touched, 2 registered
+  std::vector<std::atomic<bool>> taken(pieces);
+  for (std::size_t i = 0; i < pieces; ++i) {
+    state[i] = 0;
+    taken[i] = false;
+  }
+  auto take = [&](std::size_t i) { return !taken[i].exchange(true); };
+  auto prepare = [&](std::size_t i, bool and_register) {
+    touch(h + i * kPiece, kPiece);
+    if (and_register) DRV(cuMemHostRegister(h + i * kPiece, kPiece, 0));
+    state[i].store(and_register ? 2 : 1, std::memory_order_release);
+  };
+  std::atomic<std::size_t> next_register{0};
+  auto wait_for = [](const std::atomic<int>& a, int v) {
+    while (a.load(std::memory_order_acquire) < v)
+      std::this_thread::yield();
+  };
+  double t = now();
+  std::vector<std::thread> ts;
+  for (int k = 0; k < touchers; ++k) {
+    ts.emplace_back([&] {
+      cuCtxSetCurrent(ctx);
+      for (std::size_t i = 0; i < pieces; ++i) {
+        if (take(i)) prepare(i, registrars == 0);
+      }
+    });
+  }
+  for (int k = 0; k < registrars; ++k) {
+    ts.emplace_back([&] {
+      cuCtxSetCurrent(ctx);
+      for (std::size_t i; (i = next_register++) < pieces;) {
+        wait_for(state[i], 1);
+        DRV(cuMemHostRegister(h + i * kPiece, kPiece, 0));
+        state[i].store(2, std::memory_order_release);
+      }
+    });
+  }
+  for (std::size_t i = 0, c = 0; i < pieces; ++i) {
+    if (help && take(i)) prepare(i, true);
+    wait_for(state[i], 2);
+    for (std::size_t off = 0; off < kPiece; off += 64 * MiB, ++c)
+      DRV(cuMemcpyDtoHAsync(h + i * kPiece + off, d + i * kPiece + off, 64 * MiB, s[c % 4]));
+  }
+  DRV(cuCtxSynchronize());
+  double secs = now() - t;
+  for (auto& th : ts)
+    th.join();
+  bool ok = true;
+  for (std::size_t off = 0; off < bytes; off += 4096)
+    ok = ok && *reinterpret_cast<const std::uint32_t*>(h + off) == 0x6b6b6b6bu;
+  std::string key =
+      std::string("first.") + (warm ? "warm." : "cold.") +
+      (registrars > 0 ? "split.t" + std::to_string(touchers) + "r" + std::to_string(registrars)
+                      : (help ? "help.t" : "each.t") + std::to_string(touchers));
+  add((key + ".d2h_vs_line").c_str(), bytes / secs / 1e9 / d2h_line);
+  add((key + ".ok").c_str(), ok);
+  for (std::size_t i = 0; i < pieces; ++i)
+    DRV(cuMemHostUnregister(h + i * kPiece));
+  munmap(h, bytes);
+  for (auto& x : s)
+    DRV(cuStreamDestroy(x));
+  DRV(cuMemFree(d));
+}
+
 double line_d2h(std::size_t bytes) {
   CUdeviceptr d = 0;
   DRV(cuMemAlloc(&d, bytes));
@@ -589,7 +759,7 @@ double line_d2h(std::size_t bytes) {
 
 int main(int argc, char** argv) {
   double gib = 8;
-  std::string parts = "vmm,vmt,pin,host,staged";
+  std::string parts = "vmm,vmt,order,pin,host,staged,first";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--gib")) gib = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--parts")) parts = argv[i + 1];
@@ -610,6 +780,17 @@ int main(int argc, char** argv) {
       vmm_threads_part(1000, 2 * MiB, t, false);
     vmm_threads_part(1000, 2 * MiB, 2, true);
   }
+  if (parts.find("order") != std::string::npos) {
+    for (int round = 0; round < 2; ++round) {
+      for (std::size_t mib : {2, 8}) {
+        for (std::size_t batch :
+             {std::size_t{1}, std::size_t{16}, std::size_t{64}, std::size_t{1000}})
+          order_part(1000, mib * MiB, batch, false, round);
+        for (std::size_t batch : {std::size_t{1}, std::size_t{16}, std::size_t{64}})
+          order_part(1000, mib * MiB, batch, true, round);
+      }
+    }
+  }
   if (parts.find("pin") != std::string::npos) {
     pin_variants_part(bytes, 16);
     pin_variants_part(bytes, 8);
@@ -617,6 +798,18 @@ int main(int argc, char** argv) {
   if (parts.find("host") != std::string::npos) {
     host_part(bytes, {4, 8, 16});
     host_vmm_part(std::min<std::size_t>(bytes, 4 * GiB));
+  }
+  if (parts.find("first") != std::string::npos) {
+    double line = line_d2h(4 * GiB);
+    add("first.line_d2h_gbps", line);
+    for (int round = 0; round < 2; ++round) {
+      first_part(bytes, 8, 0, false, true, line);
+      first_part(bytes, 8, 0, true, true, line);
+      first_part(bytes, 4, 0, false, true, line);
+      first_part(bytes, 12, 0, false, true, line);
+    }
+    first_part(bytes, 14, 1, false, true, line);
+    first_part(bytes, 8, 0, false, false, line);
   }
   if (parts.find("staged") != std::string::npos) {
     double line = line_d2h(4 * GiB);
