@@ -65,6 +65,11 @@ bool Mirror::piece_ready(std::size_t i) const {
   return pieces_[i].load() == kReady;
 }
 
+bool Mirror::holds_memory() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return base_ != nullptr;
+}
+
 bool Mirror::map_address_space(std::string* error) {
   // Caller holds mu_.
   if (base_ != nullptr) return true;
@@ -148,16 +153,18 @@ void MirrorPreparer::submit(const std::shared_ptr<Mirror>& mirror, bool urgent) 
   start_locked();
   auto ready_at = std::chrono::steady_clock::now() +
                   (urgent ? std::chrono::milliseconds(0) : background_delay_);
+  const bool background_was_empty = background_.empty();
   for (std::size_t i = 0; i < mirror->piece_count(); ++i) {
     if (mirror->piece_ready(i)) continue;
     (urgent ? urgent_ : background_).push_back(Job{mirror, i, ready_at});
   }
   // Urgent work wants every helper. Background work is not due for a while: one helper keeps the
-  // time, and each helper that takes a job wakes the next while work is left, so an allocation
-  // wakes one thread, not all of them.
+  // time, and each helper that takes a job wakes the next while work is left. A helper already
+  // keeps the time of the jobs queued before, which are due no later than these, so only an
+  // empty queue needs one woken: a burst of allocations wakes no thread after the first.
   if (urgent) {
     cv_.notify_all();
-  } else {
+  } else if (background_was_empty) {
     cv_.notify_one();
   }
 }
@@ -165,6 +172,9 @@ void MirrorPreparer::submit(const std::shared_ptr<Mirror>& mirror, bool urgent) 
 void MirrorPreparer::release(std::shared_ptr<Mirror> mirror) {
   if (mirror == nullptr) return;
   mirror->abandon();
+  // Nothing mapped yet: dropping it here costs nothing. A helper that maps it from now on holds
+  // its own reference, so the last one, and the unpinning, fall on that helper.
+  if (!mirror->holds_memory()) return;
   std::lock_guard<std::mutex> lock(mu_);
   start_locked();
   releases_.push_back(std::move(mirror));

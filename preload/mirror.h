@@ -48,6 +48,8 @@ class Mirror {
   char* at(std::size_t offset) const { return base_ + offset; }
   // Bytes of the pieces that are ready.
   std::size_t prepared_bytes() const { return prepared_bytes_.load(); }
+  // Whether host memory has been mapped for it (dropping one that has not costs nothing).
+  bool holds_memory() const;
   // Marks the mirror as no longer wanted: queued preparation skips it.
   void abandon() { abandoned_ = true; }
   bool abandoned() const { return abandoned_.load(); }
@@ -88,7 +90,8 @@ class MirrorPreparer {
   // Background pieces are skipped when host memory is short (the sleep that needs them prepares
   // them and reports the shortage).
   void submit(const std::shared_ptr<Mirror>& mirror, bool urgent);
-  // Drops the caller's reference to `mirror` on a helper thread.
+  // Drops the caller's reference to `mirror`: at once when it holds no host memory, else on a
+  // helper thread.
   void release(std::shared_ptr<Mirror> mirror);
   // Waits until nothing is queued or running, running delayed background work at once (tests,
   // benchmarks).
