@@ -196,12 +196,18 @@ void MirrorPreparer::drain() {
 void MirrorPreparer::run() {
   if (thread_init_) thread_init_();
   std::unique_lock<std::mutex> lock(mu_);
+  auto background_due = [this] {
+    return !background_.empty() && running_background_ < background_threads_ &&
+           (draining_ > 0 || background_.front().ready_at <= std::chrono::steady_clock::now());
+  };
   for (;;) {
-    auto background_due = [this] {
-      return !background_.empty() && running_background_ < background_threads_ &&
-             (draining_ > 0 || background_.front().ready_at <= std::chrono::steady_clock::now());
-    };
     if (stop_) return;
+    // Jobs for mirrors already gone (regions freed before their preparation was due) need neither
+    // a helper nor their due time.
+    while (!urgent_.empty() && urgent_.front().mirror.expired())
+      urgent_.pop_front();
+    while (!background_.empty() && background_.front().mirror.expired())
+      background_.pop_front();
     if (!releases_.empty()) {
       std::shared_ptr<Mirror> mirror = std::move(releases_.front());
       releases_.pop_front();
@@ -230,14 +236,16 @@ void MirrorPreparer::run() {
       lock.lock();
       --busy_;
       if (!urgent) --running_background_;
-    } else if (!background_.empty() && running_background_ < background_threads_) {
-      cv_.wait_until(lock, background_.front().ready_at);
-      continue;
     } else {
-      cv_.wait(lock);
+      if (idle_locked()) idle_cv_.notify_all();
+      if (!background_.empty() && running_background_ < background_threads_) {
+        cv_.wait_until(lock, background_.front().ready_at);
+      } else {
+        cv_.wait(lock);
+      }
       continue;
     }
-    cv_.notify_all();
+    // This helper goes on to the next job itself; others were woken as jobs were taken.
     if (idle_locked()) idle_cv_.notify_all();
   }
 }
