@@ -37,10 +37,10 @@ def alloc_bench(build):
     tmp = tempfile.TemporaryDirectory()
     env = dict(os.environ, GPUSLEEP_RUNTIME_DIR=os.path.join(tmp.name, "run"))
 
-    # Plain and library runs alternate, three of each: the driver's own allocation latency drifts
+    # Plain and library runs alternate, five of each: the driver's own allocation latency drifts
     # between runs by as much as the library adds, so each size's figure is the median over runs.
     plains, libs = [], []
-    for _ in range(3):
+    for _ in range(5):
         plains.append(result_of([program], env))
         libs.append(result_of([cli, "run", "--", program], env))
     med = statistics.median
@@ -57,6 +57,9 @@ def alloc_bench(build):
                 row["lib_" + key] = m(libs, key)
             row["held_malloc_ratio"] = row["lib_held_malloc_us"] / row["plain_held_malloc_us"]
             row["held_free_ratio"] = row["lib_held_free_us"] / row["plain_held_free_us"]
+            row["held_malloc_ratio_by_pair"] = [
+                g["alloc"][k]["held_malloc_us"] / q["alloc"][k]["held_malloc_us"]
+                for q, g in zip(plains, libs)]
         row["malloc_ratio"] = row["lib_malloc_us"] / row["plain_malloc_us"]
         row["free_ratio"] = row["lib_free_us"] / row["plain_free_us"]
         row["malloc_ratio_by_pair"] = [g["alloc"][k]["malloc_us"] / q["alloc"][k]["malloc_us"]
