@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Sleep/wake benchmark on a GPU: an unmodified program holding --gib GiB (in --regions equal
 allocations, or --mix N small ones plus larger ones) is slept and woken by the CLI. The program
-first measures this machine's pinned copy rate; every rate is reported as a ratio to it. Every
-byte is checked after each wake. Writes JSON and, with matplotlib, a PNG.
+measures this machine's pinned copy rate first, and again before each offload cycle except a first
+sleep that must come right after allocation; each cycle's rates are ratios to the line rate
+measured just before it, since the machine's own rate drifts by several percent over a run. Every
+byte is checked after each wake. Writes JSON.
 
-  scripts/bench_sleep_wake.py --build build --gib 16 --out bench.json --png bench.png
+  scripts/bench_sleep_wake.py --build build --gib 16 --out bench.json
 """
 import argparse
 import json
@@ -37,10 +39,12 @@ def run(build, gib=16, regions=8, mix=0, cycles=3, discard_cycles=2, wait_mirror
             raise SystemExit(f"gpusleep {' '.join(args)} failed: {err} {out}")
         return out["result"]
 
+    def line_rates(line):
+        return (float(re.search(r"d2h_gbps=([\d.]+)", line).group(1)),
+                float(re.search(r"h2d_gbps=([\d.]+)", line).group(1)))
+
     try:
-        line = host.expect("LINE", timeout=300)
-        d2h = float(re.search(r"d2h_gbps=([\d.]+)", line).group(1))
-        h2d = float(re.search(r"h2d_gbps=([\d.]+)", line).group(1))
+        d2h, h2d = line_rates(host.expect("LINE", timeout=300))
         ready = host.expect("READY", timeout=600)
         nregions = int(re.search(r"regions=(\d+)", ready).group(1))
         t_ready = time.time()
@@ -56,6 +60,11 @@ def run(build, gib=16, regions=8, mix=0, cycles=3, discard_cycles=2, wait_mirror
         rows = []
 
         def cycle(kind, index, *sleep_args):
+            line_d2h, line_h2d = d2h, h2d
+            # Not before a first sleep that must come right after allocation: measuring takes a
+            # second, in which background preparation would start.
+            if kind == "offload" and (wait_mirrors or index > 1):
+                line_d2h, line_h2d = line_rates(host.send("line", expect="LINE", timeout=300))
             free0 = nvidia_free_bytes()
             s = call("sleep", *sleep_args)
             freed = nvidia_free_bytes() - free0
@@ -73,8 +82,9 @@ def run(build, gib=16, regions=8, mix=0, cycles=3, discard_cycles=2, wait_mirror
             if kind == "offload":
                 row["sleep_gbps"] = s["copied_bytes"] / s["duration_ms"] / 1e6
                 row["wake_gbps"] = w["copied_bytes"] / w["duration_ms"] / 1e6
-                row["sleep_vs_line"] = row["sleep_gbps"] / d2h
-                row["wake_vs_line"] = row["wake_gbps"] / h2d
+                row["line_d2h_gbps"], row["line_h2d_gbps"] = line_d2h, line_h2d
+                row["sleep_vs_line"] = row["sleep_gbps"] / line_d2h
+                row["wake_vs_line"] = row["wake_gbps"] / line_h2d
                 if verdict != "OK verify match":
                     raise SystemExit(f"data mismatch after wake: {verdict}")
             else:
@@ -110,13 +120,15 @@ def print_result(r):
           f"mirrors {100 * r['mirrors_ready_at_first_sleep']:.0f}% ready at the first sleep "
           f"({r['seconds_from_ready_to_first_sleep']:.1f} s after allocation)")
     print(f"{'kind':8} {'cyc':>3} {'GiB':>6} {'sleep ms':>9} {'x line':>6} {'wake ms':>8} "
-          f"{'x line':>6} {'mirror/copied':>13}  verify")
+          f"{'x line':>6} {'line GB/s':>11} {'mirror/copied':>13}  verify")
     for c in r["cycles"]:
         ratio = c["mirror_bytes"] / c["copied_bytes"] if c["copied_bytes"] else 0
         sl = f"{c['sleep_vs_line']:.2f}" if "sleep_vs_line" in c else f"<{c['target_ms']:.0f}ms"
         wl = f"{c['wake_vs_line']:.2f}" if "wake_vs_line" in c else ""
+        line = (f"{c['line_d2h_gbps']:.1f}/{c['line_h2d_gbps']:.1f}"
+                if "line_d2h_gbps" in c else "")
         print(f"{c['kind']:8} {c['cycle']:>3} {c['bytes'] / GiB:>6.2f} {c['sleep_ms']:>9.1f} "
-              f"{sl:>6} {c['wake_ms']:>8.1f} {wl:>6} {ratio:>13.3f}  {c['verify']}")
+              f"{sl:>6} {c['wake_ms']:>8.1f} {wl:>6} {line:>11} {ratio:>13.3f}  {c['verify']}")
     print(f"host mirror bytes left after freeing the regions: {r['mirror_bytes_after_freeall']}")
 
 

@@ -3,6 +3,7 @@
 // --gib GiB, fills it by kernel and waits for commands. The allocations are --regions equal ones,
 // or with --mix N, N small ones (2 to 8 MiB) and then larger ones (256 MiB to 4 GiB).
 //   verify   check every byte against its formula: "OK verify match" or "OK verify mismatch:N"
+//   line     measure the line rate again: "LINE d2h_gbps=D h2d_gbps=H"
 //   freeall  cudaFree everything
 //   exit
 #include <cuda_runtime.h>
@@ -58,26 +59,26 @@ int main(int argc, char** argv) {
   }
   const int grid = 1056, block = 256;
 
-  {
-    const std::size_t total = std::size_t{4} << 30, window = std::size_t{1} << 30;
+  // The line rate: 4 GiB each way through a 1 GiB pinned window, the window and streams kept for
+  // the "line" command, the device buffer made for each measurement and freed after it.
+  const std::size_t line_total = std::size_t{4} << 30, line_window = std::size_t{1} << 30;
+  char* line_host = nullptr;
+  CHECK(cudaHostAlloc(&line_host, line_window, cudaHostAllocDefault));
+  std::memset(line_host, 1, line_window);
+  cudaStream_t line_streams[4];
+  for (auto& s : line_streams)
+    CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  auto measure_line = [&] {
     char* dev = nullptr;
-    char* host = nullptr;
-    CHECK(cudaMalloc(&dev, total));
-    CHECK(cudaHostAlloc(&host, window, cudaHostAllocDefault));
-    std::memset(host, 1, window);
-    cudaStream_t streams[4];
-    for (auto& s : streams)
-      CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    line_rate(true, dev, host, total, window, streams, 4, 1);  // warm-up
-    double d2h = line_rate(true, dev, host, total, window, streams, 4, 5);
-    double h2d = line_rate(false, dev, host, total, window, streams, 4, 5);
+    CHECK(cudaMalloc(&dev, line_total));
+    line_rate(true, dev, line_host, line_total, line_window, line_streams, 4, 1);  // warm-up
+    double d2h = line_rate(true, dev, line_host, line_total, line_window, line_streams, 4, 5);
+    double h2d = line_rate(false, dev, line_host, line_total, line_window, line_streams, 4, 5);
+    CHECK(cudaFree(dev));
     std::printf("LINE d2h_gbps=%.2f h2d_gbps=%.2f\n", d2h, h2d);
     std::fflush(stdout);
-    for (auto& s : streams)
-      CHECK(cudaStreamDestroy(s));
-    CHECK(cudaFreeHost(host));
-    CHECK(cudaFree(dev));
-  }
+  };
+  measure_line();
 
   const std::size_t total = static_cast<std::size_t>(gib * (1ull << 30));
   const std::size_t MiB = std::size_t{1} << 20;
@@ -131,6 +132,10 @@ int main(int argc, char** argv) {
       sizes.clear();
       std::printf("OK freeall\n");
       std::fflush(stdout);
+      continue;
+    }
+    if (line == "line") {
+      measure_line();
       continue;
     }
     if (line != "verify") {
