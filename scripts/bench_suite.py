@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The performance suite: allocation latency and kernel bandwidth with and without gpusleep, and
 sleep/wake scenarios (16 and 64 GiB, over 1,000 regions from 2 MiB to 4 GiB; mirrors dropped after
-wake; one copy stream; first sleep right after allocation). Writes JSON after each
-scenario and a PNG at the end. Every rate is a ratio to the line rate measured in the same run."""
+wake; one copy stream; first sleep right after allocation). Writes JSON after each scenario and
+a PNG at the end. Every sleep and wake rate is a ratio to the line rate measured just before its
+cycle, in the same run."""
 import argparse
 import json
 import os
@@ -122,7 +123,7 @@ def plot(result, path):
     ax1.axhline(0.8, color="gray", ls=":", lw=1, label="0.8")
     ax1.set_xticks(list(x))
     ax1.set_xticklabels(labels, fontsize=7)
-    ax1.set_ylabel("rate / pinned copy line rate (same run)")
+    ax1.set_ylabel("rate / pinned copy line rate, measured before the cycle")
     ax1.legend(fontsize=7, loc="lower right")
     ax1.set_title("sleep and wake, whole request")
     a = result["alloc"]["alloc"]
