@@ -39,28 +39,35 @@ bool eventually(Fn done, std::chrono::milliseconds limit = std::chrono::seconds(
   return true;
 }
 
-Context context_of(FakeGpu& gpu) {
+// The emulated driver, a context for mirrors and the counters as they stood at the start.
+struct MirrorTest {
+  FakeGpu gpu;
   Context ctx = nullptr;
-  REQUIRE(gpu.driver().ensure_context(0, &ctx) == kDrvOk);
-  return ctx;
-}
+  FakeCudaStats before{};
+  MirrorTest() {
+    REQUIRE(gpu.driver().ensure_context(0, &ctx) == kDrvOk);
+    before = gpu.stats();
+  }
+  std::shared_ptr<Mirror> mirror(std::size_t bytes) {
+    return std::make_shared<Mirror>(gpu.driver(), bytes, ctx);
+  }
+  std::size_t registered_since() { return gpu.stats().registered_bytes - before.registered_bytes; }
+};
 
 }  // namespace
 
-TEST_CASE("background preparation queued in a burst all runs once due, without draining",
-          "[mirror]") {
-  FakeGpu gpu;
-  const Context ctx = context_of(gpu);
-  const FakeCudaStats before = gpu.stats();
+TEST_CASE_METHOD(MirrorTest,
+                 "background preparation queued in a burst all runs once due, without draining",
+                 "[mirror]") {
   MirrorPreparer preparer(4, 2, std::chrono::milliseconds(20), nullptr);
   std::vector<std::shared_ptr<Mirror>> mirrors;
   for (int i = 0; i < 12; ++i) {
-    mirrors.push_back(std::make_shared<Mirror>(gpu.driver(), 2 * kMiB, ctx));
+    mirrors.push_back(mirror(2 * kMiB));
     preparer.submit(mirrors.back(), false);  // only the first submit wakes a helper
   }
   // Queued a second later, behind work already running: still done.
   std::this_thread::sleep_for(std::chrono::milliseconds(40));
-  mirrors.push_back(std::make_shared<Mirror>(gpu.driver(), 300 * kMiB, ctx));
+  mirrors.push_back(mirror(300 * kMiB));
   preparer.submit(mirrors.back(), false);
   CHECK(eventually([&] {
     for (const auto& m : mirrors) {
@@ -68,50 +75,45 @@ TEST_CASE("background preparation queued in a burst all runs once due, without d
     }
     return true;
   }));
-  CHECK(gpu.stats().registered_bytes - before.registered_bytes == 12 * 2 * kMiB + 300 * kMiB);
+  CHECK(registered_since() == 12 * 2 * kMiB + 300 * kMiB);
 }
 
-TEST_CASE("dropping a mirror that holds no host memory starts no helper", "[mirror]") {
-  FakeGpu gpu;
-  const Context ctx = context_of(gpu);
+TEST_CASE_METHOD(MirrorTest, "dropping a mirror that holds no host memory starts no helper",
+                 "[mirror]") {
   MirrorPreparer preparer(4, 2, std::chrono::milliseconds(20), nullptr);
-  auto mirror = std::make_shared<Mirror>(gpu.driver(), 4 * kMiB, ctx);
-  std::weak_ptr<Mirror> watch = mirror;
+  auto m = mirror(4 * kMiB);
+  std::weak_ptr<Mirror> watch = m;
   const int threads = thread_count();
   REQUIRE(threads > 0);
-  CHECK_FALSE(mirror->holds_memory());
-  preparer.release(std::move(mirror));
+  CHECK_FALSE(m->holds_memory());
+  preparer.release(std::move(m));
   CHECK(watch.expired());  // gone on the caller's thread, at once
   CHECK(thread_count() == threads);
 }
 
-TEST_CASE("a mirror holding pinned memory is unpinned off the caller's thread", "[mirror]") {
-  FakeGpu gpu;
-  const Context ctx = context_of(gpu);
-  const FakeCudaStats before = gpu.stats();
+TEST_CASE_METHOD(MirrorTest, "a mirror holding pinned memory is unpinned off the caller's thread",
+                 "[mirror]") {
   MirrorPreparer preparer(4, 2, std::chrono::milliseconds(20), nullptr);
-  auto mirror = std::make_shared<Mirror>(gpu.driver(), 4 * kMiB, ctx);
+  auto m = mirror(4 * kMiB);
   std::string error;
-  REQUIRE(mirror->ensure_piece(0, &error));
-  REQUIRE(mirror->holds_memory());
-  CHECK(gpu.stats().registered_bytes - before.registered_bytes == 4 * kMiB);
-  preparer.release(std::move(mirror));
+  REQUIRE(m->ensure_piece(0, &error));
+  REQUIRE(m->holds_memory());
+  CHECK(registered_since() == 4 * kMiB);
+  preparer.release(std::move(m));
   preparer.drain();
-  CHECK(gpu.stats().registered_bytes == before.registered_bytes);
+  CHECK(registered_since() == 0);
 }
 
-TEST_CASE("a mirror dropped while a helper prepares it is unpinned once the helper is done",
-          "[mirror]") {
-  FakeGpu gpu;
-  const Context ctx = context_of(gpu);
-  const FakeCudaStats before = gpu.stats();
+TEST_CASE_METHOD(MirrorTest,
+                 "a mirror dropped while a helper prepares it is unpinned once the helper is done",
+                 "[mirror]") {
   MirrorPreparer preparer(2, 2, std::chrono::milliseconds(0), nullptr);
   for (int round = 0; round < 20; ++round) {
-    auto mirror = std::make_shared<Mirror>(gpu.driver(), 20 * kMiB, ctx);
-    preparer.submit(mirror, true);
+    auto m = mirror(20 * kMiB);
+    preparer.submit(m, true);
     std::this_thread::sleep_for(std::chrono::microseconds(200 * (round % 5)));
-    preparer.release(std::move(mirror));
+    preparer.release(std::move(m));
   }
   preparer.drain();
-  CHECK(eventually([&] { return gpu.stats().registered_bytes == before.registered_bytes; }));
+  CHECK(eventually([&] { return registered_since() == 0; }));
 }
