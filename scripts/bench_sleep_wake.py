@@ -60,11 +60,11 @@ def run(build, gib=16, regions=8, mix=0, cycles=3, discard_cycles=2, wait_mirror
         rows = []
 
         def cycle(kind, index, *sleep_args):
-            line_d2h, line_h2d = d2h, h2d
             # Not before a first sleep that must come right after allocation: measuring takes a
             # second, in which background preparation would start.
-            if kind == "offload" and (wait_mirrors or index > 1):
-                line_d2h, line_h2d = line_rates(host.send("line", expect="LINE", timeout=300))
+            if kind == "offload":
+                line_d2h, line_h2d = (line_rates(host.send("line", expect="LINE", timeout=300))
+                                      if wait_mirrors or index > 1 else (d2h, h2d))
             free0 = nvidia_free_bytes()
             s = call("sleep", *sleep_args)
             freed = nvidia_free_bytes() - free0

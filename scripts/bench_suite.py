@@ -160,7 +160,7 @@ def print_parts(p):
     print(f"  on 1/2/4 threads, wake {g('vmm_mt.2m.t1.wake_us')}/{g('vmm_mt.2m.t2.wake_us')}/"
           f"{g('vmm_mt.2m.t4.wake_us')}, sleep {g('vmm_mt.2m.t1.sleep_us')}/"
           f"{g('vmm_mt.2m.t2.sleep_us')}/{g('vmm_mt.2m.t4.sleep_us')}; create on a second "
-          f"thread: wake {g('vmm_mt.2m.split.wake_us')}")
+          f"thread: wake {g('order.2m.b1.helper.r0.wake_us')}")
     print(f"  calls in turn per handle / each call over all handles first: wake "
           f"{g('order.2m.b1.r0.wake_us')}/{g('order.2m.b1000.r0.wake_us')}, sleep "
           f"{g('order.2m.b1.r0.sleep_us')}/{g('order.2m.b1000.r0.sleep_us')}")

@@ -70,10 +70,11 @@ int main() {
         if (round > 0) held_free_us.push_back(now_us() - t0);
       }
     }
-    std::printf("%s{\"mib\": %zu, \"malloc_us\": %.1f, \"free_us\": %.1f, "
-                "\"held_malloc_us\": %.1f, \"held_free_us\": %.1f}",
-                first ? "" : ", ", mib, median(alloc_us), median(free_us), median(held_alloc_us),
-                median(held_free_us));
+    std::printf(
+        "%s{\"mib\": %zu, \"malloc_us\": %.1f, \"free_us\": %.1f, "
+        "\"held_malloc_us\": %.1f, \"held_free_us\": %.1f}",
+        first ? "" : ", ", mib, median(alloc_us), median(free_us), median(held_alloc_us),
+        median(held_free_us));
     first = false;
   }
 

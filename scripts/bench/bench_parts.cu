@@ -76,6 +76,13 @@ double parallel(int threads, std::size_t n, const std::function<void(std::size_t
   return now() - t;
 }
 
+// Yields until `a` reaches at least `v` (the benchmarks' threads hand work on by counters).
+template <typename T>
+void spin_until(const std::atomic<T>& a, typename std::atomic<T>::value_type v) {
+  while (a.load(std::memory_order_acquire) < v)
+    std::this_thread::yield();
+}
+
 char* fresh(std::size_t bytes) {
   void* p = mmap(nullptr, bytes + 2 * MiB, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -272,66 +279,26 @@ void host_part(std::size_t bytes, const std::vector<int>& thread_counts) {
 }
 
 // The virtual-memory calls of a discard wake (create, map, set access) and sleep (unmap,
-// release) for `n` handles of `size` bytes spread over `threads` threads, or, with `split`, in a
-// two-thread pipeline (one thread creates and the other maps; one unmaps and the other releases).
-void vmm_threads_part(std::size_t n, std::size_t size, int threads, bool split) {
+// release) for `n` handles of `size` bytes spread over `threads` threads. (Creating on a second
+// thread while the first maps is order_part's `helper`.)
+void vmm_threads_part(std::size_t n, std::size_t size, int threads) {
   const CUmemAllocationProp prop = pinned_prop(CU_MEM_LOCATION_TYPE_DEVICE);
   const CUmemAccessDesc acc = read_write(CU_MEM_LOCATION_TYPE_DEVICE);
   CUdeviceptr base = 0;
   DRV(cuMemAddressReserve(&base, n * size, 0, 0, 0));
   std::vector<CUmemGenericAllocationHandle> h(n);
-  std::string key = "vmm_mt." + std::to_string(size / MiB) + "m." +
-                    (split ? std::string("split") : "t" + std::to_string(threads));
-  double wake_s, sleep_s;
-  if (!split) {
-    wake_s = parallel(threads, n, [&](std::size_t i) {
-      DRV(cuMemCreate(&h[i], size, &prop, 0));
-      DRV(cuMemMap(base + i * size, size, 0, h[i], 0));
-      DRV(cuMemSetAccess(base + i * size, size, &acc, 1));
-    });
-    DRV(cuMemsetD8(base, 1, n * size));
-    DRV(cuCtxSynchronize());
-    sleep_s = parallel(threads, n, [&](std::size_t i) {
-      DRV(cuMemUnmap(base + i * size, size));
-      DRV(cuMemRelease(h[i]));
-    });
-  } else {
-    std::atomic<std::size_t> made{0};
-    double t = now();
-    std::thread creator([&] {
-      cuCtxSetCurrent(ctx);
-      for (std::size_t i = 0; i < n; ++i) {
-        DRV(cuMemCreate(&h[i], size, &prop, 0));
-        made.store(i + 1);
-      }
-    });
-    for (std::size_t i = 0; i < n; ++i) {
-      while (made.load() <= i)
-        std::this_thread::yield();
-      DRV(cuMemMap(base + i * size, size, 0, h[i], 0));
-      DRV(cuMemSetAccess(base + i * size, size, &acc, 1));
-    }
-    creator.join();
-    wake_s = now() - t;
-    DRV(cuMemsetD8(base, 1, n * size));
-    DRV(cuCtxSynchronize());
-    std::atomic<std::size_t> unmapped{0};
-    t = now();
-    std::thread releaser([&] {
-      cuCtxSetCurrent(ctx);
-      for (std::size_t i = 0; i < n; ++i) {
-        while (unmapped.load() <= i)
-          std::this_thread::yield();
-        DRV(cuMemRelease(h[i]));
-      }
-    });
-    for (std::size_t i = 0; i < n; ++i) {
-      DRV(cuMemUnmap(base + i * size, size));
-      unmapped.store(i + 1);
-    }
-    releaser.join();
-    sleep_s = now() - t;
-  }
+  std::string key = "vmm_mt." + std::to_string(size / MiB) + "m.t" + std::to_string(threads);
+  const double wake_s = parallel(threads, n, [&](std::size_t i) {
+    DRV(cuMemCreate(&h[i], size, &prop, 0));
+    DRV(cuMemMap(base + i * size, size, 0, h[i], 0));
+    DRV(cuMemSetAccess(base + i * size, size, &acc, 1));
+  });
+  DRV(cuMemsetD8(base, 1, n * size));
+  DRV(cuCtxSynchronize());
+  const double sleep_s = parallel(threads, n, [&](std::size_t i) {
+    DRV(cuMemUnmap(base + i * size, size));
+    DRV(cuMemRelease(h[i]));
+  });
   add((key + ".wake_us").c_str(), wake_s / n * 1e6);
   add((key + ".sleep_us").c_str(), sleep_s / n * 1e6);
   DRV(cuMemAddressFree(base, n * size));
@@ -349,10 +316,6 @@ void order_part(std::size_t n, std::size_t size, std::size_t batch, bool helper,
   DRV(cuMemAddressReserve(&base, n * size, 0, 0, 0));
   std::vector<CUmemGenericAllocationHandle> h(n);
   std::atomic<std::size_t> done{0};
-  auto wait_done = [&](std::size_t v) {
-    while (done.load(std::memory_order_acquire) < v)
-      std::this_thread::yield();
-  };
   double t = now();
   std::thread creator;
   if (helper) {
@@ -371,7 +334,7 @@ void order_part(std::size_t n, std::size_t size, std::size_t batch, bool helper,
         DRV(cuMemCreate(&h[i], size, &prop, 0));
     }
     for (std::size_t i = b; i < e; ++i) {
-      if (helper) wait_done(i + 1);
+      if (helper) spin_until(done, i + 1);
       DRV(cuMemMap(base + i * size, size, 0, h[i], 0));
     }
     for (std::size_t i = b; i < e; ++i)
@@ -388,7 +351,7 @@ void order_part(std::size_t n, std::size_t size, std::size_t batch, bool helper,
     releaser = std::thread([&] {
       cuCtxSetCurrent(ctx);
       for (std::size_t i = 0; i < n; ++i) {
-        wait_done(i + 1);
+        spin_until(done, i + 1);
         DRV(cuMemRelease(h[i]));
       }
     });
@@ -558,10 +521,6 @@ void staged_part(std::size_t bytes, int threads, int slots, std::size_t slot, bo
     for (auto& p : parts_left)
       p = parts;
     std::atomic<std::size_t> next_job{0};
-    auto spin_until = [](const std::atomic<std::size_t>& a, std::size_t v) {
-      while (a.load() < v)
-        std::this_thread::yield();
-    };
     double t = now();
     std::thread issuer([&] {
       cuCtxSetCurrent(ctx);
@@ -679,10 +638,6 @@ void first_part(std::size_t bytes, int touchers, int registrars, bool help, bool
     state[i].store(and_register ? 2 : 1, std::memory_order_release);
   };
   std::atomic<std::size_t> next_register{0};
-  auto wait_for = [](const std::atomic<int>& a, int v) {
-    while (a.load(std::memory_order_acquire) < v)
-      std::this_thread::yield();
-  };
   double t = now();
   std::vector<std::thread> ts;
   for (int k = 0; k < touchers; ++k) {
@@ -697,7 +652,7 @@ void first_part(std::size_t bytes, int touchers, int registrars, bool help, bool
     ts.emplace_back([&] {
       cuCtxSetCurrent(ctx);
       for (std::size_t i; (i = next_register++) < pieces;) {
-        wait_for(state[i], 1);
+        spin_until(state[i], 1);
         DRV(cuMemHostRegister(h + i * kPiece, kPiece, 0));
         state[i].store(2, std::memory_order_release);
       }
@@ -705,7 +660,7 @@ void first_part(std::size_t bytes, int touchers, int registrars, bool help, bool
   }
   for (std::size_t i = 0, c = 0; i < pieces; ++i) {
     if (help && take(i)) prepare(i, true);
-    wait_for(state[i], 2);
+    spin_until(state[i], 2);
     for (std::size_t off = 0; off < kPiece; off += 64 * MiB, ++c)
       DRV(cuMemcpyDtoHAsync(h + i * kPiece + off, d + i * kPiece + off, 64 * MiB, s[c % 4]));
   }
@@ -777,8 +732,7 @@ int main(int argc, char** argv) {
   }
   if (parts.find("vmt") != std::string::npos) {
     for (int t : {1, 2, 4})
-      vmm_threads_part(1000, 2 * MiB, t, false);
-    vmm_threads_part(1000, 2 * MiB, 2, true);
+      vmm_threads_part(1000, 2 * MiB, t);
   }
   if (parts.find("order") != std::string::npos) {
     for (int round = 0; round < 2; ++round) {
