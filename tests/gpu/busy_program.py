@@ -16,6 +16,7 @@ import sys
 import threading
 
 import torch
+from cuda_graph import capture
 
 
 def main():
@@ -45,18 +46,8 @@ def main():
     ref = step(x).clone()
     buffer_ref = buffer.sum()
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            step(x)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
     static_in = x.clone()
-    with torch.cuda.graph(graph):
-        static_out = step(static_in)
-    graph.replay()
-    torch.cuda.synchronize()
+    graph, static_out = capture(step, static_in)
     if not torch.equal(static_out, ref):
         print("ERR graph result differs from eager", flush=True)
         return 1

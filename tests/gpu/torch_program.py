@@ -12,6 +12,7 @@ import argparse
 import sys
 
 import torch
+from cuda_graph import capture
 
 
 def phase(name):
@@ -57,17 +58,7 @@ def main():
         att = torch.softmax(h @ keys.T / args.dim**0.5, dim=-1) @ vals
         return h + att
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step(static_x)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step(static_x)
-    graph.replay()
-    torch.cuda.synchronize()
+    graph, static_out = capture(step, static_x, warmup=3)
     out_ref = static_out.cpu()
     total = sum(w.numel() * 4 for w in weights) + kv.numel() * 4
     print(f"READY bytes={total}", flush=True)

@@ -14,6 +14,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+from cuda_graph import capture
 
 
 def main():
@@ -50,18 +51,8 @@ def main():
             h = torch.tanh(partial + context)
         return h
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            step(x)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
     static_x = x.clone()
-    with torch.cuda.graph(graph):
-        static_out = step(static_x)
-    graph.replay()
-    torch.cuda.synchronize()
+    graph, static_out = capture(step, static_x)
     reference = static_out.clone()
     total = sum(t.numel() * 4 for t in up + down + [kv, x])
     print(f"READY bytes={total}", flush=True)
