@@ -3,7 +3,7 @@
 
 #include <cstdio>
 
-#include "units.h"
+#include "base/units.h"
 
 namespace gpusleep::cli {
 namespace {

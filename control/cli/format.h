@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "protocol.h"
+#include "protocol/protocol.h"
 
 namespace gpusleep::cli {
 

@@ -13,10 +13,10 @@
 #include <thread>
 #include <vector>
 
-#include "client.h"
+#include "protocol/client.h"
 #include "format.h"
-#include "protocol.h"
-#include "runtime_dir.h"
+#include "protocol/protocol.h"
+#include "protocol/runtime_dir.h"
 
 namespace gpusleep::cli {
 namespace {

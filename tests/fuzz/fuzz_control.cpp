@@ -9,10 +9,10 @@
 #include <string>
 #include <string_view>
 
-#include "cuda_driver.h"
-#include "engine.h"
-#include "handler.h"
-#include "protocol.h"
+#include "driver/cuda_driver.h"
+#include "core/engine.h"
+#include "server/handler.h"
+#include "protocol/protocol.h"
 
 namespace {
 

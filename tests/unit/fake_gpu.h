@@ -10,8 +10,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "cuda_driver.h"
-#include "engine.h"
+#include "driver/cuda_driver.h"
+#include "core/engine.h"
 #include "fakecuda.h"
 
 namespace gpusleep::test {

@@ -2,7 +2,7 @@
 // flags; and how a slot learns the driver's function and refuses a different one.
 #include <catch2/catch.hpp>
 
-#include "entry_points.h"
+#include "hooks/entry_points.h"
 
 namespace gpusleep {
 namespace {

@@ -1,4 +1,4 @@
-// The gate (preload/gate.h) on real threads: what passes when, draining, the waiting modes, and
+// The gate (preload/core/gate.h) on real threads: what passes when, draining, the waiting modes, and
 // the property it exists for: no call is inside while the gate is closed and drained.
 #include <catch2/catch.hpp>
 
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "fake_gpu.h"
-#include "gate.h"
+#include "core/gate.h"
 
 using namespace gpusleep;
 using namespace std::chrono_literals;

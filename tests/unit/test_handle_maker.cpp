@@ -5,7 +5,7 @@
 #include <chrono>
 #include <thread>
 
-#include "handle_maker.h"
+#include "core/handle_maker.h"
 
 using namespace gpusleep;
 

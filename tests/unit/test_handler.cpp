@@ -3,7 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "fake_gpu.h"
-#include "handler.h"
+#include "server/handler.h"
 
 using namespace gpusleep;
 using namespace gpusleep::test;

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "fake_gpu.h"
-#include "mirror.h"
+#include "core/mirror.h"
 
 using namespace gpusleep;
 using namespace gpusleep::test;

@@ -9,9 +9,9 @@
 #include <thread>
 #include <vector>
 
-#include "log.h"
-#include "options.h"
-#include "policy.h"
+#include "base/log.h"
+#include "core/options.h"
+#include "core/policy.h"
 
 using namespace gpusleep;
 

@@ -1,7 +1,7 @@
 // The protocol module: envelopes, field checks, encoding, malformed input.
 #include <catch2/catch.hpp>
 
-#include "protocol.h"
+#include "protocol/protocol.h"
 
 using namespace gpusleep::protocol;
 

@@ -1,8 +1,8 @@
 // Tagging rules: parsing (errors name the rule and the field), first match wins, each matcher.
 #include <catch2/catch.hpp>
 
-#include "rules.h"
-#include "tagger.h"
+#include "core/rules.h"
+#include "core/tagger.h"
 
 namespace gpusleep {
 namespace {

@@ -15,12 +15,12 @@
 #include <filesystem>
 #include <thread>
 
-#include "client.h"
+#include "protocol/client.h"
 #include "fake_gpu.h"
-#include "handler.h"
-#include "line_io.h"
-#include "runtime_dir.h"
-#include "server.h"
+#include "server/handler.h"
+#include "protocol/line_io.h"
+#include "protocol/runtime_dir.h"
+#include "server/server.h"
 
 using namespace gpusleep;
 using namespace gpusleep::test;

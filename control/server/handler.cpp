@@ -1,0 +1,541 @@
+// Request handlers: validate fields, call the engine, shape the reply.
+#include "server/handler.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "core/engine.h"
+#include "core/rules.h"
+#include "base/version.h"
+
+namespace gpusleep {
+namespace {
+
+using protocol::Json;
+
+std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// What `regions` shows as a region's call site, and groups by: its innermost `depth` Python frames
+// ("a < b": a called from b), else the native caller of the allocation function.
+std::string call_site_key(const RegionInfo& r, int depth) {
+  if (r.site != nullptr && !r.site->python.empty()) {
+    std::string out;
+    for (int i = 0; i < depth && i < static_cast<int>(r.site->python.size()); ++i) {
+      if (i > 0) out += " < ";
+      out += describe_frame(r.site->python[static_cast<std::size_t>(i)]);
+    }
+    return out;
+  }
+  return r.call_site != 0 ? describe_native(r.call_site) : std::string();
+}
+
+std::string read_small_file(const char* path, std::size_t max) {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string out(max, '\0');
+  ssize_t n = ::read(fd, out.data(), max);
+  ::close(fd);
+  out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  return out;
+}
+
+Json process_info() {
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string cmdline = read_small_file("/proc/self/cmdline", 4096);
+  for (char& c : cmdline)
+    c = c == '\0' ? ' ' : c;
+  while (!cmdline.empty() && cmdline.back() == ' ')
+    cmdline.pop_back();
+  return Json{{"pid", static_cast<int>(::getpid())},
+              {"exe", n > 0 ? std::string(exe, static_cast<std::size_t>(n)) : ""},
+              {"cmdline", cmdline}};
+}
+
+Json optional_ms(const std::optional<double>& ms) {
+  return ms ? Json(*ms) : Json(nullptr);
+}
+
+Json op_result(const OpResult& r) {
+  Json tags = Json::array();
+  for (const TagReport& t : r.tags) {
+    tags.push_back({{"tag", t.tag},
+                    {"policy", policy_name(t.policy)},
+                    {"regions", t.regions},
+                    {"bytes", t.bytes}});
+  }
+  Json out{{"regions", r.regions},
+           {"bytes", r.bytes},
+           {"copied_bytes", r.copied_bytes},
+           {"discarded_bytes", r.discarded_bytes},
+           {"duration_ms", r.seconds * 1e3},
+           {"sync_ms", r.sync_seconds * 1e3},
+           {"copy_ms", r.copy_seconds * 1e3},
+           {"map_ms", r.map_seconds * 1e3},
+           {"tags", tags},
+           {"noop", r.noop}};
+  out["copy_gbps"] = r.copied_bytes > 0 && r.copy_seconds > 0
+                         ? Json(static_cast<double>(r.copied_bytes) / r.copy_seconds / 1e9)
+                         : Json(nullptr);
+  return out;
+}
+
+Json op_error(const Json& id, const OpResult& r) {
+  Json details = Json::object();
+  if (r.error.device >= 0) details["device"] = r.error.device;
+  if (r.error.needed_bytes > 0 || r.error.free_bytes > 0) {
+    details["needed_bytes"] = r.error.needed_bytes;
+    details["free_bytes"] = r.error.free_bytes;
+  }
+  details["partial"] = op_result(r);
+  return protocol::error_reply(id, r.error.code, r.error.message, details);
+}
+
+Json invalid(const protocol::Request& req, const std::string& message) {
+  return protocol::error_reply(req.id, protocol::kInvalidArgument, message);
+}
+
+}  // namespace
+
+std::string Handler::handle_line(std::string_view line) {
+  try {
+    protocol::Request request;
+    Json error;
+    if (!protocol::parse_request(line, &request, &error)) return protocol::encode(error);
+    return protocol::encode(handle(request));
+  } catch (const std::exception& e) {
+    return protocol::encode(protocol::error_reply(nullptr, protocol::kInternal,
+                                                  std::string("internal error: ") + e.what()));
+  } catch (...) {
+    return protocol::encode(protocol::error_reply(nullptr, protocol::kInternal, "internal error"));
+  }
+}
+
+Json Handler::handle(const protocol::Request& req) {
+  using Fn = Json (Handler::*)(const protocol::Request&);
+  static constexpr std::pair<std::string_view, Fn> kOps[] = {
+      {"status", &Handler::status}, {"regions", &Handler::regions}, {"sleep", &Handler::sleep},
+      {"wake", &Handler::wake},     {"tag", &Handler::tag},         {"policy", &Handler::policy},
+      {"rules", &Handler::rules},   {"retag", &Handler::retag},
+  };
+  for (const auto& [name, fn] : kOps) {
+    if (req.op != name) continue;
+    if (engine_ == nullptr && name != "status") {
+      return protocol::error_reply(req.id, protocol::kUnavailable,
+                                   "the library is not managing memory in this process");
+    }
+    try {
+      return (this->*fn)(req);
+    } catch (const std::exception& e) {
+      return protocol::error_reply(req.id, protocol::kInternal,
+                                   std::string("internal error: ") + e.what());
+    }
+  }
+  std::string known;
+  for (const auto& [name, fn] : kOps)
+    known += (known.empty() ? "" : ", ") + std::string(name);
+  return protocol::error_reply(req.id, protocol::kUnknownOp,
+                               "unknown op '" + req.op.substr(0, 64) + "' (known: " + known + ")");
+}
+
+Json Handler::status(const protocol::Request& req) {
+  std::string error;
+  if (!protocol::check_fields(req.body, {}, &error)) return invalid(req, error);
+  Json out{{"process", process_info()},
+           {"version", kVersionString},
+           {"protocol", protocol::kVersion},
+           {"managing", engine_ != nullptr}};
+  if (engine_ == nullptr) return protocol::ok_reply(req.id, out);
+  EngineStatus s = engine_->status();
+  Json tags = Json::array();
+  Json totals = Json::object();
+  for (const char* k : {"regions", "bytes", "resident_bytes", "asleep_bytes", "mirror_bytes",
+                        "mirror_pending_bytes"}) {
+    totals[k] = 0;
+  }
+  for (const TagStatus& t : s.tags) {
+    std::string state = t.regions == 0          ? "empty"
+                        : t.asleep_regions == 0 ? "awake"
+                        : t.awake_regions == 0  ? "asleep"
+                                                : "mixed";
+    tags.push_back({{"tag", t.tag},
+                    {"policy", policy_name(t.policy)},
+                    {"state", state},
+                    {"regions", t.regions},
+                    {"bytes", t.bytes},
+                    {"resident_bytes", t.resident_bytes},
+                    {"asleep_bytes", t.asleep_bytes},
+                    {"mirror_bytes", t.mirror_bytes},
+                    {"mirror_pending_bytes", t.mirror_pending_bytes},
+                    {"last_sleep_ms", optional_ms(t.last_sleep_ms)},
+                    {"last_wake_ms", optional_ms(t.last_wake_ms)}});
+    for (const char* k : {"regions", "bytes", "resident_bytes", "asleep_bytes", "mirror_bytes",
+                          "mirror_pending_bytes"}) {
+      totals[k] = totals[k].get<std::size_t>() + tags.back()[k].get<std::size_t>();
+    }
+  }
+  Json devices = Json::array();
+  for (const DeviceStatus& d : s.devices) {
+    Json dev{{"device", d.device}};
+    dev["free_bytes"] = d.known ? Json(d.free_bytes) : Json(nullptr);
+    dev["total_bytes"] = d.known ? Json(d.total_bytes) : Json(nullptr);
+    devices.push_back(dev);
+  }
+  out["default_tag"] = s.default_tag;
+  out["phase_tag"] = s.phase_tag.empty() ? Json(nullptr) : Json(s.phase_tag);
+  out["tags"] = tags;
+  out["totals"] = totals;
+  out["devices"] = devices;
+  out["passthrough"] = {{"allocations", s.passthrough_allocations}, {"bytes", s.passthrough_bytes}};
+  Json unsleepable = Json::array();
+  for (const UnsleepableStatus& u : s.unsleepable) {
+    unsleepable.push_back({{"kind", u.kind},
+                           {"allocations", u.allocations},
+                           {"bytes", u.bytes},
+                           {"reason", u.reason}});
+  }
+  out["unsleepable"] = unsleepable;
+  Json peers = Json::array();
+  for (const PeerGrant& p : s.peers)
+    peers.push_back({{"accessor", p.accessor}, {"owner", p.owner}});
+  out["peers"] = peers;
+  if (s.gate) {
+    const GateStats& g = *s.gate;
+    out["gate"] = {{"mode", gate_mode_name(g.mode)},
+                   {"closed", g.closed},
+                   {"waiting", g.waiting},
+                   {"waits", g.waits},
+                   {"longest_wait_ms", g.longest_wait_s * 1e3},
+                   {"wakes_on_demand", g.wakes_on_demand},
+                   {"wake_failures", g.wake_failures},
+                   {"threads", g.threads},
+                   {"calls", g.calls},
+                   {"membarrier", g.membarrier}};
+  } else {
+    out["gate"] = nullptr;
+  }
+  return protocol::ok_reply(req.id, out);
+}
+
+Json Handler::regions(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::vector<std::string>> tags;
+  if (!protocol::check_fields(req.body, {"tags", "stacks", "group", "depth"}, &error) ||
+      !protocol::get_string_list(req.body, "tags", &tags, &error)) {
+    return invalid(req, error);
+  }
+  std::optional<bool> stacks_field;
+  std::optional<bool> group_field;
+  if (!protocol::get_bool(req.body, "stacks", &stacks_field, &error) ||
+      !protocol::get_bool(req.body, "group", &group_field, &error)) {
+    return invalid(req, error);
+  }
+  const bool stacks = stacks_field.value_or(false);
+  const bool group = group_field.value_or(false);
+  int depth = 1;
+  if (auto it = req.body.find("depth"); it != req.body.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<std::int64_t>() < 1 || it->get<std::int64_t>() > 64) {
+      return invalid(req, "field 'depth': expected an integer from 1 to 64");
+    }
+    depth = it->get<int>();
+  }
+  std::vector<RegionInfo> infos = engine_->regions();
+  std::sort(infos.begin(), infos.end(),
+            [](const RegionInfo& a, const RegionInfo& b) { return a.id < b.id; });
+  Json list = Json::array();
+  std::map<std::string, Json> groups;
+  for (const RegionInfo& r : infos) {
+    if (tags && !tags->empty() && std::find(tags->begin(), tags->end(), r.tag) == tags->end()) {
+      continue;
+    }
+    if (group) {
+      std::string key = call_site_key(r, depth);
+      Json& g = groups[key];
+      if (g.is_null()) {
+        g = Json{{"call_site", key}, {"regions", 0}, {"bytes", 0}, {"tags", Json::object()}};
+      }
+      g["regions"] = g["regions"].get<std::size_t>() + 1;
+      g["bytes"] = g["bytes"].get<std::size_t>() + r.mapped;
+      Json& t = g["tags"][r.tag];
+      t = t.is_null() ? 1 : t.get<std::size_t>() + 1;
+      continue;
+    }
+    bool asleep = r.state == RegionState::kAsleep || r.state == RegionState::kWaking;
+    Json entry{
+        {"id", r.id},
+        {"address", hex(r.va)},
+        {"size", r.size},
+        {"mapped_bytes", r.mapped},
+        {"device", r.device},
+        {"tag", r.tag},
+        {"state", region_state_name(r.state)},
+        {"policy", policy_name(asleep ? r.slept_policy : engine_->policies().for_tag(r.tag))},
+        {"mirror_bytes", r.mirror_bytes},
+        {"call_site", call_site_key(r, 1)},
+        {"rule", r.rule.empty() ? Json(nullptr) : Json(r.rule)},
+        {"adopted", r.adopted},
+        {"created_at", r.created_at}};
+    if (stacks) {
+      Json py = Json::array();
+      Json native = Json::array();
+      if (r.site != nullptr) {
+        for (const PyFrame& f : r.site->python)
+          py.push_back(describe_frame(f));
+        for (std::uintptr_t pc : r.site->native)
+          native.push_back(describe_native(pc));
+      }
+      entry["python_stack"] = py;
+      entry["native_stack"] = native;
+    }
+    list.push_back(std::move(entry));
+  }
+  if (group) {
+    Json out = Json::array();
+    for (auto& [key, g] : groups)
+      out.push_back(std::move(g));
+    std::sort(out.begin(), out.end(), [](const Json& a, const Json& b) {
+      return a["bytes"].get<std::size_t>() > b["bytes"].get<std::size_t>();
+    });
+    return protocol::ok_reply(req.id, Json{{"groups", out}, {"depth", depth}});
+  }
+  return protocol::ok_reply(req.id, Json{{"regions", list}});
+}
+
+Json Handler::rules(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::string> action;
+  if (!protocol::check_fields(req.body, {"action", "rules"}, &error) ||
+      !protocol::get_string(req.body, "action", &action, &error)) {
+    return invalid(req, error);
+  }
+  const std::string what = action.value_or("show");
+  if (what == "set") {
+    auto it = req.body.find("rules");
+    if (it == req.body.end() || !(it->is_array() || it->is_object())) {
+      return invalid(req, "field 'rules': expected a rule set (a list, or {\"rules\": [...]})");
+    }
+    std::string why;
+    auto set = RuleSet::parse(it->dump(), &why);
+    if (set == nullptr) {
+      return protocol::error_reply(req.id, protocol::kInvalidRules,
+                                   why + "; the rules in force are unchanged");
+    }
+    engine_->set_rules(std::move(set));
+  } else if (what == "reload") {
+    if (rules_file_.empty()) {
+      return invalid(req,
+                     "no rules file to reload (the process was started without GPUSLEEP_RULES)");
+    }
+    std::shared_ptr<const RuleSet> set;
+    std::string why;
+    if (!load_rules_file(rules_file_, &set, &why)) {
+      return protocol::error_reply(req.id, protocol::kInvalidRules,
+                                   why + "; the rules in force are unchanged");
+    }
+    engine_->set_rules(std::move(set));
+  } else if (what == "clear") {
+    engine_->set_rules(nullptr);
+  } else if (what != "show") {
+    return invalid(req, "field 'action': expected \"show\", \"set\", \"reload\" or \"clear\"");
+  } else if (req.body.contains("rules")) {
+    return invalid(req, "field 'rules' goes with action \"set\"");
+  }
+  std::shared_ptr<const RuleSet> current = engine_->rules();
+  Json names = Json::array();
+  Json source = nullptr;
+  if (current != nullptr) {
+    for (const Rule& r : current->rules()) {
+      names.push_back({{"name", r.name},
+                       {"action", r.passthrough ? "passthrough" : "tag"},
+                       {"tag", r.passthrough ? Json(nullptr) : Json(r.tag)},
+                       {"policy", r.policy ? Json(policy_name(*r.policy)) : Json(nullptr)}});
+    }
+    source = Json::parse(current->source(), nullptr, false);
+  }
+  return protocol::ok_reply(
+      req.id, Json{{"rules", names},
+                   {"source", source},
+                   {"file", rules_file_.empty() ? Json(nullptr) : Json(rules_file_)}});
+}
+
+Json Handler::retag(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::string> tag;
+  std::optional<std::string> call_site;
+  if (!protocol::check_fields(req.body, {"tag", "ids", "range", "call_site"}, &error) ||
+      !protocol::get_string(req.body, "tag", &tag, &error) ||
+      !protocol::get_string(req.body, "call_site", &call_site, &error)) {
+    return invalid(req, error);
+  }
+  if (!tag) return invalid(req, "field 'tag' is required");
+  if (!valid_tag_name(*tag)) {
+    return invalid(req, "field 'tag': a tag is 1-64 characters from A-Z a-z 0-9 _ . : -");
+  }
+  const int selectors = (req.body.contains("ids") ? 1 : 0) + (req.body.contains("range") ? 1 : 0) +
+                        (call_site ? 1 : 0);
+  if (selectors != 1) return invalid(req, "give exactly one of 'ids', 'range' and 'call_site'");
+  std::function<bool(const RegionInfo&)> select;
+  if (auto it = req.body.find("ids"); it != req.body.end()) {
+    if (!it->is_array() || it->empty() || it->size() > 100000) {
+      return invalid(req, "field 'ids': expected a non-empty list of region ids");
+    }
+    std::set<std::uint64_t> ids;
+    for (const Json& v : *it) {
+      if (!v.is_number_unsigned()) return invalid(req, "field 'ids': expected region ids");
+      ids.insert(v.get<std::uint64_t>());
+    }
+    select = [ids](const RegionInfo& r) { return ids.count(r.id) != 0; };
+  } else if (auto it = req.body.find("range"); it != req.body.end()) {
+    std::uint64_t start = 0;
+    std::uint64_t end = 0;
+    auto address = [](const Json& v, std::uint64_t* out) {
+      if (v.is_number_unsigned()) {
+        *out = v.get<std::uint64_t>();
+        return true;
+      }
+      if (!v.is_string()) return false;
+      const std::string s = v.get<std::string>();
+      if (s.empty() || s.size() > 18) return false;
+      char* e = nullptr;
+      errno = 0;
+      unsigned long long n = std::strtoull(s.c_str(), &e, 0);
+      if (errno != 0 || e == s.c_str() || *e != '\0') return false;
+      *out = n;
+      return true;
+    };
+    if (!it->is_object() || !it->contains("start") || !it->contains("end") ||
+        !address((*it)["start"], &start) || !address((*it)["end"], &end) || start >= end) {
+      return invalid(req,
+                     "field 'range': expected {\"start\": ADDRESS, \"end\": ADDRESS} with "
+                     "start below end (numbers or \"0x...\" strings)");
+    }
+    // Regions that lie within [start, end).
+    select = [start, end](const RegionInfo& r) { return r.va >= start && r.va + r.mapped <= end; };
+  } else {
+    if (call_site->size() > 1024)
+      return invalid(req, "field 'call_site': longer than 1024 characters");
+    std::regex re;
+    try {
+      re = std::regex(*call_site, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      return invalid(req,
+                     "field 'call_site': invalid regular expression: " + std::string(e.what()));
+    }
+    select = [re](const RegionInfo& r) {
+      if (std::regex_search(call_site_key(r, 1), re)) return true;
+      if (r.site == nullptr) return false;
+      for (const PyFrame& f : r.site->python) {
+        if (std::regex_search(describe_frame(f), re)) return true;
+      }
+      return false;
+    };
+  }
+  auto [count, bytes] = engine_->retag(select, *tag);
+  return protocol::ok_reply(req.id, Json{{"tag", *tag}, {"regions", count}, {"bytes", bytes}});
+}
+
+Json Handler::sleep(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::vector<std::string>> tags;
+  std::optional<std::string> policy_text;
+  std::optional<bool> gate;
+  if (!protocol::check_fields(req.body, {"tags", "policy", "gate"}, &error) ||
+      !protocol::get_string_list(req.body, "tags", &tags, &error) ||
+      !protocol::get_string(req.body, "policy", &policy_text, &error) ||
+      !protocol::get_bool(req.body, "gate", &gate, &error)) {
+    return invalid(req, error);
+  }
+  SleepRequest request;
+  if (tags) request.tags = *tags;
+  request.gate = gate.value_or(true);
+  if (policy_text) {
+    Policy p;
+    if (!parse_policy(*policy_text, &p)) {
+      return invalid(req, "field 'policy': expected \"offload\" or \"discard\"");
+    }
+    request.policy = p;
+  }
+  OpResult r = engine_->sleep(request);
+  return r.ok ? protocol::ok_reply(req.id, op_result(r)) : op_error(req.id, r);
+}
+
+Json Handler::wake(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::vector<std::string>> tags;
+  if (!protocol::check_fields(req.body, {"tags"}, &error) ||
+      !protocol::get_string_list(req.body, "tags", &tags, &error)) {
+    return invalid(req, error);
+  }
+  WakeRequest request;
+  if (tags) request.tags = *tags;
+  OpResult r = engine_->wake(request);
+  return r.ok ? protocol::ok_reply(req.id, op_result(r)) : op_error(req.id, r);
+}
+
+Json Handler::tag(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::string> tag;
+  bool clear = false;
+  if (!protocol::check_fields(req.body, {"tag", "clear"}, &error) ||
+      !protocol::get_string(req.body, "tag", &tag, &error)) {
+    return invalid(req, error);
+  }
+  if (auto it = req.body.find("clear"); it != req.body.end()) {
+    if (!it->is_boolean()) return invalid(req, "field 'clear': expected true or false");
+    clear = it->get<bool>();
+  }
+  if (clear && tag) return invalid(req, "give either 'tag' or 'clear', not both");
+  std::string previous = engine_->tagger().phase_tag();
+  if (tag || clear) {
+    std::string next = clear ? "" : *tag;
+    if (!clear && !valid_tag_name(next)) {
+      return invalid(req, "field 'tag': a tag is 1-64 characters from A-Z a-z 0-9 _ . : -");
+    }
+    engine_->set_phase_tag(next);
+  }
+  std::string current = engine_->tagger().phase_tag();
+  return protocol::ok_reply(
+      req.id, Json{{"phase_tag", current.empty() ? Json(nullptr) : Json(current)},
+                   {"previous", previous.empty() ? Json(nullptr) : Json(previous)},
+                   {"default_tag", engine_->tagger().default_tag()},
+                   {"effective_tag", current.empty() ? engine_->tagger().default_tag() : current}});
+}
+
+Json Handler::policy(const protocol::Request& req) {
+  std::string error;
+  std::optional<std::string> tag;
+  std::optional<std::string> policy_text;
+  if (!protocol::check_fields(req.body, {"tag", "policy"}, &error) ||
+      !protocol::get_string(req.body, "tag", &tag, &error) ||
+      !protocol::get_string(req.body, "policy", &policy_text, &error)) {
+    return invalid(req, error);
+  }
+  if (tag && !valid_tag_name(*tag)) return invalid(req, "field 'tag': invalid tag name");
+  if (policy_text) {
+    if (!tag) return invalid(req, "field 'tag' is required to set a policy");
+    Policy p;
+    if (!parse_policy(*policy_text, &p)) {
+      return invalid(req, "field 'policy': expected \"offload\" or \"discard\"");
+    }
+    engine_->policies().set(*tag, p);
+  }
+  Json policies = Json::object();
+  for (const auto& [t, p] : engine_->policies().entries())
+    policies[t] = policy_name(p);
+  if (tag) policies[*tag] = policy_name(engine_->policies().for_tag(*tag));
+  return protocol::ok_reply(req.id, Json{{"policies", policies}, {"default", "offload"}});
+}
+
+}  // namespace gpusleep

@@ -1,0 +1,518 @@
+// Hook bodies. A thread-local guard sends any call made while the library itself is inside a
+// hook straight to the real function, so the library never manages its own allocations (nor
+// those the real runtime makes when an allocation passes through to it).
+#include "hooks/runtime_calls.h"
+
+#include <limits>
+
+#include "host/live_site.h"
+#include "hooks/driver_symbols.h"
+#include "core/engine.h"
+#include "base/log.h"
+#include "driver/real_runtime.h"
+#include "host/process.h"
+
+namespace gpusleep::hooks {
+namespace {
+
+thread_local bool t_inside = false;
+
+class Reentry {
+ public:
+  Reentry() : first_(!t_inside) { t_inside = true; }
+  ~Reentry() {
+    if (first_) t_inside = false;
+  }
+  bool first() const { return first_; }
+
+ private:
+  bool first_;
+};
+
+// Allocates `bytes` on `device` as a region, with the call site the tagging rules ask about.
+AllocOutcome allocate_region(Runtime* rt, std::size_t bytes, int device, std::uintptr_t call_site,
+                             DevicePtr* va) {
+  LiveSite site(rt->engine().driver(), rt->options().python_stacks);
+  AllocOutcome outcome = rt->engine().allocate(bytes, device, call_site, va, &site);
+  if (outcome == AllocOutcome::kOutOfMemory) {
+    GS_INFO("out of device memory for %zu bytes on device %d", bytes, device);
+  }
+  return outcome;
+}
+
+cudaError_t real_malloc(Engine* engine, void** devPtr, size_t size) {
+  const RealRuntime& real = real_runtime();
+  if (real.cudaMalloc == nullptr) return cudaErrorInitializationError;
+  cudaError_t rc = real.cudaMalloc(devPtr, size);
+  if (rc == cudaSuccess && engine != nullptr && devPtr != nullptr && *devPtr != nullptr) {
+    engine->note_passthrough(reinterpret_cast<DevicePtr>(*devPtr), size);
+  }
+  return rc;
+}
+
+}  // namespace
+
+cudaError_t cudaMalloc(std::uintptr_t call_site, void** devPtr, size_t size) {
+  Reentry guard;
+  Runtime* rt = guard.first() ? Runtime::get() : nullptr;
+  if (rt == nullptr || devPtr == nullptr) return real_malloc(nullptr, devPtr, size);
+  int device = 0;
+  const RealRuntime& real = real_runtime();
+  if (real.cudaGetDevice == nullptr || real.cudaGetDevice(&device) != cudaSuccess) {
+    return real_malloc(&rt->engine(), devPtr, size);
+  }
+  DevicePtr va = 0;
+  switch (allocate_region(rt, size, device, call_site, &va)) {
+    case AllocOutcome::kManaged:
+      *devPtr = reinterpret_cast<void*>(va);
+      return cudaSuccess;
+    case AllocOutcome::kOutOfMemory:
+      *devPtr = nullptr;
+      return cudaErrorMemoryAllocation;
+    case AllocOutcome::kPassthrough:
+      break;
+  }
+  return real_malloc(&rt->engine(), devPtr, size);
+}
+
+cudaError_t cudaFree(std::uintptr_t /*call_site*/, void* devPtr) {
+  Reentry guard;
+  const RealRuntime& real = real_runtime();
+  Runtime* rt = guard.first() && devPtr != nullptr ? Runtime::get() : nullptr;
+  if (rt != nullptr) {
+    auto ptr = reinterpret_cast<DevicePtr>(devPtr);
+    if (rt->engine().free(ptr) == FreeOutcome::kFreed) return cudaSuccess;
+    rt->engine().forget_passthrough(ptr);
+  }
+  return real.cudaFree != nullptr ? real.cudaFree(devPtr) : cudaErrorInitializationError;
+}
+
+cudaError_t cudaGetDriverEntryPoint(std::uintptr_t /*call_site*/, const char* symbol,
+                                    void** funcPtr, unsigned long long flags,
+                                    cudaDriverEntryPointQueryResult* driverStatus) {
+  const RealRuntime& real = real_runtime();
+  if (real.cudaGetDriverEntryPoint == nullptr) return cudaErrorNotSupported;
+  cudaError_t rc = real.cudaGetDriverEntryPoint(symbol, funcPtr, flags, driverStatus);
+  if (rc != cudaSuccess || funcPtr == nullptr || *funcPtr == nullptr) return rc;
+  // It answers for the runtime's own CUDA version.
+  int version = 0;
+  if (real.cudaRuntimeGetVersion == nullptr ||
+      real.cudaRuntimeGetVersion(&version) != cudaSuccess) {
+    return rc;
+  }
+  *funcPtr = driver_hooks::for_runtime_entry(symbol, version, *funcPtr);
+  return rc;
+}
+
+cudaError_t cudaGetDriverEntryPointByVersion(std::uintptr_t /*call_site*/, const char* symbol,
+                                             void** funcPtr, unsigned int cudaVersion,
+                                             unsigned long long flags,
+                                             cudaDriverEntryPointQueryResult* driverStatus) {
+  const RealRuntime& real = real_runtime();
+  if (real.cudaGetDriverEntryPointByVersion == nullptr) return cudaErrorNotSupported;
+  cudaError_t rc =
+      real.cudaGetDriverEntryPointByVersion(symbol, funcPtr, cudaVersion, flags, driverStatus);
+  if (rc != cudaSuccess || funcPtr == nullptr || *funcPtr == nullptr) return rc;
+  *funcPtr = driver_hooks::for_runtime_entry(symbol, static_cast<int>(cudaVersion), *funcPtr);
+  return rc;
+}
+
+// ---- driver entry points (driver_hooks.h) ----
+
+namespace {
+
+// The library when this is the outermost hook on the thread and it is set up; null otherwise.
+Runtime* runtime_for(const Reentry& guard) {
+  return guard.first() ? Runtime::get() : nullptr;
+}
+
+// Pitch of cuMemAllocPitch: rows aligned for any texture binding, as the driver does.
+constexpr std::size_t kPitchAlignment = 512;
+
+// cuMemAlloc's contract on a managed region: the current context's device, its error codes.
+CUresult allocate_managed(Runtime* rt, std::size_t bytes, std::uintptr_t call_site,
+                          CUdeviceptr* dptr, bool* passthrough) {
+  *passthrough = false;
+  int device = 0;
+  if (rt->engine().driver().current_device(&device) != kDrvOk) {
+    *passthrough = true;  // no current context: the driver says so
+    return CUDA_SUCCESS;
+  }
+  DevicePtr va = 0;
+  switch (allocate_region(rt, bytes, device, call_site, &va)) {
+    case AllocOutcome::kManaged:
+      *dptr = static_cast<CUdeviceptr>(va);
+      return CUDA_SUCCESS;
+    case AllocOutcome::kOutOfMemory:
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    case AllocOutcome::kPassthrough:
+      break;
+  }
+  *passthrough = true;
+  return CUDA_SUCCESS;
+}
+
+}  // namespace
+
+CUresult cuGetProcAddress(std::uintptr_t, CUresult (*real)(const char*, void**, int, cuuint64_t),
+                          const char* symbol, void** pfn, int cudaVersion, cuuint64_t flags) {
+  CUresult rc = real(symbol, pfn, cudaVersion, flags);
+  if (rc == CUDA_SUCCESS && pfn != nullptr && *pfn != nullptr) {
+    *pfn = driver_hooks::for_request(symbol, cudaVersion, flags, *pfn);
+  }
+  return rc;
+}
+
+CUresult cuGetProcAddress_v2(std::uintptr_t,
+                             CUresult (*real)(const char*, void**, int, cuuint64_t,
+                                              CUdriverProcAddressQueryResult*),
+                             const char* symbol, void** pfn, int cudaVersion, cuuint64_t flags,
+                             CUdriverProcAddressQueryResult* symbolStatus) {
+  CUresult rc = real(symbol, pfn, cudaVersion, flags, symbolStatus);
+  if (rc == CUDA_SUCCESS && pfn != nullptr && *pfn != nullptr) {
+    *pfn = driver_hooks::for_request(symbol, cudaVersion, flags, *pfn);
+  }
+  return rc;
+}
+
+CUresult cuMemAlloc_v2(std::uintptr_t call_site, CUresult (*real)(CUdeviceptr*, size_t),
+                       CUdeviceptr* dptr, size_t bytesize) {
+  Reentry guard;
+  Runtime* rt = dptr != nullptr && bytesize != 0 ? runtime_for(guard) : nullptr;
+  if (rt != nullptr) {
+    bool passthrough = false;
+    CUresult rc = allocate_managed(rt, bytesize, call_site, dptr, &passthrough);
+    if (!passthrough) return rc;
+  }
+  CUresult rc = real(dptr, bytesize);
+  if (rc == CUDA_SUCCESS && rt != nullptr) rt->engine().note_passthrough(*dptr, bytesize);
+  return rc;
+}
+
+CUresult cuMemAllocPitch_v2(std::uintptr_t call_site,
+                            CUresult (*real)(CUdeviceptr*, size_t*, size_t, size_t, unsigned int),
+                            CUdeviceptr* dptr, size_t* pPitch, size_t WidthInBytes, size_t Height,
+                            unsigned int ElementSizeBytes) {
+  Reentry guard;
+  const bool valid = dptr != nullptr && pPitch != nullptr && WidthInBytes != 0 && Height != 0 &&
+                     (ElementSizeBytes == 4 || ElementSizeBytes == 8 || ElementSizeBytes == 16);
+  Runtime* rt = valid ? runtime_for(guard) : nullptr;  // invalid: the driver's own error
+  if (rt != nullptr) {
+    const std::size_t pitch =
+        (WidthInBytes + kPitchAlignment - 1) / kPitchAlignment * kPitchAlignment;
+    if (pitch >= WidthInBytes && Height <= std::numeric_limits<std::size_t>::max() / pitch) {
+      bool passthrough = false;
+      CUresult rc = allocate_managed(rt, pitch * Height, call_site, dptr, &passthrough);
+      if (!passthrough) {
+        if (rc == CUDA_SUCCESS) *pPitch = pitch;
+        return rc;
+      }
+    }
+  }
+  CUresult rc = real(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
+  if (rc == CUDA_SUCCESS && rt != nullptr) rt->engine().note_passthrough(*dptr, *pPitch * Height);
+  return rc;
+}
+
+CUresult cuMemFree_v2(std::uintptr_t, CUresult (*real)(CUdeviceptr), CUdeviceptr dptr) {
+  Reentry guard;
+  Runtime* rt = dptr != 0 ? runtime_for(guard) : nullptr;
+  if (rt != nullptr) {
+    if (rt->engine().free(dptr) == FreeOutcome::kFreed) return CUDA_SUCCESS;
+    if (!rt->engine().forget_passthrough(dptr)) {
+      rt->engine().forget_foreign(ForeignKind::kStreamOrdered, dptr);
+    }
+  }
+  return real(dptr);
+}
+
+CUresult cuCtxEnablePeerAccess(std::uintptr_t, CUresult (*real)(CUcontext, unsigned int),
+                               CUcontext peerContext, unsigned int Flags) {
+  Reentry guard;
+  CUresult rc = real(peerContext, Flags);
+  if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED) return rc;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return rc;
+  int accessor = 0;
+  int owner = 0;
+  Driver& driver = rt->engine().driver();
+  if (driver.current_device(&accessor) == kDrvOk &&
+      driver.context_device(peerContext, &owner) == kDrvOk) {
+    rt->engine().grant_peer(accessor, owner);
+  }
+  return rc;
+}
+
+CUresult cuCtxDisablePeerAccess(std::uintptr_t, CUresult (*real)(CUcontext),
+                                CUcontext peerContext) {
+  Reentry guard;
+  CUresult rc = real(peerContext);
+  Runtime* rt = rc == CUDA_SUCCESS ? runtime_for(guard) : nullptr;
+  int accessor = 0;
+  int owner = 0;
+  if (rt != nullptr && rt->engine().driver().current_device(&accessor) == kDrvOk &&
+      rt->engine().driver().context_device(peerContext, &owner) == kDrvOk) {
+    rt->engine().revoke_peer(accessor, owner);
+  }
+  return rc;
+}
+
+CUresult cuIpcGetMemHandle(std::uintptr_t, CUresult (*real)(CUipcMemHandle*, CUdeviceptr),
+                           CUipcMemHandle* pHandle, CUdeviceptr dptr) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt != nullptr) {
+    if (std::optional<RegionInfo> r = rt->engine().region_containing(dptr)) {
+      GS_WARN(
+          "legacy IPC (cudaIpcGetMemHandle/cuIpcGetMemHandle) asked for 0x%llx, in region %llu "
+          "(tag %s): memory that can sleep cannot be shared that way. Leave such allocations "
+          "to the CUDA allocator with a pass-through rule (docs/tagging.md)",
+          static_cast<unsigned long long>(dptr), static_cast<unsigned long long>(r->id),
+          r->tag.c_str());
+      return CUDA_ERROR_NOT_SUPPORTED;
+    }
+  }
+  return real(pHandle, dptr);
+}
+
+namespace {
+CUresult note_stream_ordered(CUresult rc, CUdeviceptr* dptr, size_t bytes) {
+  if (rc != CUDA_SUCCESS || dptr == nullptr) return rc;
+  Reentry guard;
+  if (Runtime* rt = runtime_for(guard)) {
+    rt->engine().note_foreign(ForeignKind::kStreamOrdered, *dptr, bytes);
+  }
+  return rc;
+}
+
+void forget_stream_ordered(CUdeviceptr dptr) {
+  Reentry guard;
+  if (Runtime* rt = dptr != 0 ? runtime_for(guard) : nullptr) {
+    rt->engine().forget_foreign(ForeignKind::kStreamOrdered, dptr);
+  }
+}
+}  // namespace
+
+CUresult cuMemAllocAsync(std::uintptr_t, CUresult (*real)(CUdeviceptr*, size_t, CUstream),
+                         CUdeviceptr* dptr, size_t bytesize, CUstream hStream) {
+  return note_stream_ordered(real(dptr, bytesize, hStream), dptr, bytesize);
+}
+
+CUresult cuMemAllocAsync_ptsz(std::uintptr_t, CUresult (*real)(CUdeviceptr*, size_t, CUstream),
+                              CUdeviceptr* dptr, size_t bytesize, CUstream hStream) {
+  return note_stream_ordered(real(dptr, bytesize, hStream), dptr, bytesize);
+}
+
+CUresult cuMemAllocFromPoolAsync(std::uintptr_t,
+                                 CUresult (*real)(CUdeviceptr*, size_t, CUmemoryPool, CUstream),
+                                 CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool,
+                                 CUstream hStream) {
+  return note_stream_ordered(real(dptr, bytesize, pool, hStream), dptr, bytesize);
+}
+
+CUresult cuMemAllocFromPoolAsync_ptsz(
+    std::uintptr_t, CUresult (*real)(CUdeviceptr*, size_t, CUmemoryPool, CUstream),
+    CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) {
+  return note_stream_ordered(real(dptr, bytesize, pool, hStream), dptr, bytesize);
+}
+
+CUresult cuMemFreeAsync(std::uintptr_t, CUresult (*real)(CUdeviceptr, CUstream), CUdeviceptr dptr,
+                        CUstream hStream) {
+  forget_stream_ordered(dptr);
+  return real(dptr, hStream);
+}
+
+CUresult cuMemFreeAsync_ptsz(std::uintptr_t, CUresult (*real)(CUdeviceptr, CUstream),
+                             CUdeviceptr dptr, CUstream hStream) {
+  forget_stream_ordered(dptr);
+  return real(dptr, hStream);
+}
+
+// ---- memory the program creates and maps itself: adopted when it can sleep ----
+
+namespace {
+// Refuses a call on the program's memory while it is asleep (it would act on memory that is not
+// there); the program sees an error instead of a fault.
+CUresult refuse_asleep(const char* call, std::uint64_t key) {
+  GS_WARN("%s on handle 0x%llx while its memory is asleep: refused until wake", call,
+          static_cast<unsigned long long>(key));
+  return CUDA_ERROR_NOT_PERMITTED;
+}
+}  // namespace
+
+CUresult cuMemCreate(std::uintptr_t call_site,
+                     CUresult (*real)(CUmemGenericAllocationHandle*, size_t,
+                                      const CUmemAllocationProp*, unsigned long long),
+                     CUmemGenericAllocationHandle* handle, size_t size,
+                     const CUmemAllocationProp* prop, unsigned long long flags) {
+  CUresult rc = real(handle, size, prop, flags);
+  if (rc != CUDA_SUCCESS || handle == nullptr || prop == nullptr) return rc;
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return rc;
+  Engine& engine = rt->engine();
+  // The program must never get a value it already holds for a handle whose memory moved.
+  CUmemGenericAllocationHandle spare[4];
+  int spares = 0;
+  while (engine.app_key_taken(*handle) && spares < 4) {
+    spare[spares++] = *handle;
+    if (real(handle, size, prop, flags) != CUDA_SUCCESS) break;
+  }
+  for (int i = 0; i < spares; ++i)
+    engine.driver().release(spare[i]);
+  if (engine.app_key_taken(*handle)) return CUDA_ERROR_OUT_OF_MEMORY;
+  const int device = prop->location.type == CU_MEM_LOCATION_TYPE_DEVICE ? prop->location.id : -1;
+  LiveSite site(engine.driver(), rt->options().python_stacks);
+  engine.app_created(*handle, size, device, prop, sizeof(*prop), call_site, &site);
+  return rc;
+}
+
+CUresult cuMemRelease(std::uintptr_t, CUresult (*real)(CUmemGenericAllocationHandle),
+                      CUmemGenericAllocationHandle handle) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return real(handle);
+  PhysHandle current = 0;
+  switch (rt->engine().app_release(handle, &current)) {
+    case Engine::AppRelease::kNotOurs:
+      return real(handle);
+    case Engine::AppRelease::kReleaseReal:
+      return real(current);
+    case Engine::AppRelease::kNothingToRelease:
+    case Engine::AppRelease::kStillHeld:
+      return CUDA_SUCCESS;
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemMap(std::uintptr_t,
+                  CUresult (*real)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
+                                   unsigned long long),
+                  CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
+                  unsigned long long flags) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return real(ptr, size, offset, handle, flags);
+  PhysHandle current = 0;
+  switch (rt->engine().app_prepare_map(handle, &current)) {
+    case Engine::AppState::kUnknown:
+      return real(ptr, size, offset, handle, flags);
+    case Engine::AppState::kAsleep:
+      return refuse_asleep("cuMemMap", handle);
+    case Engine::AppState::kLost:
+      return CUDA_ERROR_OUT_OF_MEMORY;
+    case Engine::AppState::kResident:
+      break;
+  }
+  CUresult rc = real(ptr, size, offset, current, flags);
+  if (rc == CUDA_SUCCESS) rt->engine().app_mapped(ptr, size, offset, handle);
+  return rc;
+}
+
+CUresult cuMemUnmap(std::uintptr_t, CUresult (*real)(CUdeviceptr, size_t), CUdeviceptr ptr,
+                    size_t size) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return real(ptr, size);
+  if (rt->engine().app_unmap(ptr) == Engine::AppUnmap::kAlreadyUnmapped) return CUDA_SUCCESS;
+  return real(ptr, size);
+}
+
+CUresult cuMemSetAccess(std::uintptr_t,
+                        CUresult (*real)(CUdeviceptr, size_t, const CUmemAccessDesc*, size_t),
+                        CUdeviceptr ptr, size_t size, const CUmemAccessDesc* desc, size_t count) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr || desc == nullptr) return real(ptr, size, desc, count);
+  if (!rt->engine().app_access_allowed(ptr, size)) return refuse_asleep("cuMemSetAccess", ptr);
+  CUresult rc = real(ptr, size, desc, count);
+  if (rc != CUDA_SUCCESS) return rc;
+  std::vector<std::pair<int, int>> device_flags;
+  for (size_t i = 0; i < count; ++i) {
+    if (desc[i].location.type == CU_MEM_LOCATION_TYPE_DEVICE) {
+      device_flags.emplace_back(desc[i].location.id, static_cast<int>(desc[i].flags));
+    }
+  }
+  rt->engine().app_access_set(ptr, size, device_flags);
+  return rc;
+}
+
+CUresult cuMemRetainAllocationHandle(std::uintptr_t,
+                                     CUresult (*real)(CUmemGenericAllocationHandle*, void*),
+                                     CUmemGenericAllocationHandle* handle, void* addr) {
+  CUresult rc = real(handle, addr);
+  if (rc != CUDA_SUCCESS || handle == nullptr) return rc;
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return rc;
+  const std::uint64_t key = rt->engine().app_key_of(*handle);
+  if (key != *handle || rt->engine().app_key_taken(key)) {
+    // The driver's handle carries one reference on the program's behalf however many it holds,
+    // so that a sleep can let the memory go: drop the new one unless it is that one.
+    if (rt->engine().app_retained(key) > 0) rt->engine().driver().release(*handle);
+    *handle = key;
+  }
+  return rc;
+}
+
+CUresult cuMemGetAllocationPropertiesFromHandle(
+    std::uintptr_t, CUresult (*real)(CUmemAllocationProp*, CUmemGenericAllocationHandle),
+    CUmemAllocationProp* prop, CUmemGenericAllocationHandle handle) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  PhysHandle current = 0;
+  if (rt != nullptr && rt->engine().app_current(handle, &current) == Engine::AppState::kResident) {
+    return real(prop, current);
+  }
+  return real(prop, handle);
+}
+
+CUresult cuMemExportToShareableHandle(std::uintptr_t,
+                                      CUresult (*real)(void*, CUmemGenericAllocationHandle,
+                                                       CUmemAllocationHandleType,
+                                                       unsigned long long),
+                                      void* shareableHandle, CUmemGenericAllocationHandle handle,
+                                      CUmemAllocationHandleType handleType,
+                                      unsigned long long flags) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return real(shareableHandle, handle, handleType, flags);
+  PhysHandle current = 0;
+  switch (rt->engine().app_pin(handle, "exported to another process", &current)) {
+    case Engine::AppState::kUnknown:
+      return real(shareableHandle, handle, handleType, flags);
+    case Engine::AppState::kAsleep:
+      return refuse_asleep("cuMemExportToShareableHandle", handle);
+    case Engine::AppState::kLost:
+      return CUDA_ERROR_INVALID_VALUE;
+    case Engine::AppState::kResident:
+      break;
+  }
+  return real(shareableHandle, current, handleType, flags);
+}
+
+CUresult cuMulticastBindMem(std::uintptr_t,
+                            CUresult (*real)(CUmemGenericAllocationHandle, size_t,
+                                             CUmemGenericAllocationHandle, size_t, size_t,
+                                             unsigned long long),
+                            CUmemGenericAllocationHandle mcHandle, size_t mcOffset,
+                            CUmemGenericAllocationHandle memHandle, size_t memOffset, size_t size,
+                            unsigned long long flags) {
+  Reentry guard;
+  Runtime* rt = runtime_for(guard);
+  if (rt == nullptr) return real(mcHandle, mcOffset, memHandle, memOffset, size, flags);
+  PhysHandle current = 0;
+  switch (rt->engine().app_pin(memHandle, "bound to a multicast object", &current)) {
+    case Engine::AppState::kUnknown:
+      return real(mcHandle, mcOffset, memHandle, memOffset, size, flags);
+    case Engine::AppState::kAsleep:
+      return refuse_asleep("cuMulticastBindMem", memHandle);
+    case Engine::AppState::kLost:
+      return CUDA_ERROR_INVALID_VALUE;
+    case Engine::AppState::kResident:
+      break;
+  }
+  return real(mcHandle, mcOffset, current, memOffset, size, flags);
+}
+
+}  // namespace gpusleep::hooks
