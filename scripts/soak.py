@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "control", "python"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-import gpusleep_client as gs  # noqa: E402
+import gpusleep as gs  # noqa: E402
 from harness import read_progress, rss_bytes, wait_progress  # noqa: E402
 
 MiB = 1 << 20
@@ -74,7 +74,7 @@ def main():
     if not ready.startswith("READY"):
         print(f"the workload did not start: {ready!r}")
         return 1
-    proc = gs.connect(pid=host.pid, timeout=120)
+    proc = gs.attach(pid=host.pid, timeout=120)
     it, _ = wait_progress(progress, 5)
 
     cycles = []

@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "control", "python"))
-import gpusleep_client as gs  # noqa: E402
+import gpusleep as gs  # noqa: E402
 from harness import EmulatedCase, Host  # noqa: E402
 from test_emulated import MiB  # noqa: E402
 
@@ -55,7 +55,7 @@ class Tagging(EmulatedCase):
             if os.path.exists(self.socket_of(h)):
                 break
             time.sleep(0.05)
-        return gs.connect(pid=h.pid, timeout=30)
+        return gs.attach(pid=h.pid, timeout=30)
 
     def by_name(self, regions):
         return {r["call_site"].split(" ")[0]: r for r in regions}
@@ -196,8 +196,8 @@ class Tagging(EmulatedCase):
         self.client(h1), self.client(h2)
         pids = sorted(p.pid for p in gs.processes())
         self.assertEqual(pids, sorted([h1.pid, h2.pid]))
-        with self.assertRaises(gs.ConnectionFailed):
-            gs.connect()  # two of them: which one?
+        with self.assertRaises(gs.ConnectionFailedError):
+            gs.attach()  # two of them: which one?
         h1.send("weights w 2097152")
         h2.send("kv k 2097152")
         results, errors = gs.sleep_all()
@@ -206,14 +206,14 @@ class Tagging(EmulatedCase):
         results, errors = gs.wake_all()
         self.assertEqual(errors, {})
         with self.assertRaises(gs.GpusleepError) as e:
-            gs.connect(pid=h1.pid).sleep(["no_such_tag"])
+            gs.attach(pid=h1.pid).sleep(["no_such_tag"])
         self.assertEqual(e.exception.code, "unknown_tag")
         with self.assertRaises(gs.GpusleepError) as e:
-            gs.connect(pid=h1.pid).call("no_such_op")
+            gs.attach(pid=h1.pid).call("no_such_op")
         self.assertEqual(e.exception.code, "unknown_op")
         h2.close()
-        with self.assertRaises(gs.ConnectionFailed):
-            gs.connect(pid=h2.pid).status()
+        with self.assertRaises(gs.ConnectionFailedError):
+            gs.attach(pid=h2.pid).status()
 
 
 if __name__ == "__main__":
