@@ -7,10 +7,18 @@ import queue
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import unittest
+
+# The Python package under test: the source tree's, unless GPUSLEEP_TEST_INSTALLED=1, where it is
+# the one installed for the interpreter running the tests (scripts/test-wheel.sh).
+PACKAGE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "control",
+                              "python")
+if not os.environ.get("GPUSLEEP_TEST_INSTALLED"):
+    sys.path.insert(0, os.path.normpath(PACKAGE_SOURCE))
 
 
 class Host:

@@ -8,6 +8,7 @@ loaders. Commands on stdin, one line answered each ("OK ..." or "ERR ..."), "REA
   shared NAME BYTES      share_with_peer allocates, then asks for a legacy IPC handle
   pitch NAME WIDTH ROWS  cudaMallocPitch (a native call site: the runtime's cudaMallocPitch)
   check NAME             copy back and compare with what was written
+  refill NAME            write its contents again (as a server reloads its weights)
   free NAME
 """
 import ctypes
@@ -90,6 +91,10 @@ def main():
             elif cmd == "check":
                 print(check(words[1]), flush=True)
                 continue
+            elif cmd == "refill":
+                ptr, size, fill = BUFFERS[words[1]]
+                if RT_NOGIL.cudaMemset(ptr, ctypes.c_int(fill), ctypes.c_size_t(size)) != 0:
+                    raise RuntimeError("cudaMemset")
             elif cmd == "free":
                 RT_NOGIL.cudaFree(BUFFERS.pop(words[1])[0])
             else:

@@ -5,6 +5,7 @@ the error classes; and the client's refusals: a runtime directory or a server of
 a server that does not answer."""
 import json
 import os
+import re
 import socket
 import stat
 import sys
@@ -16,9 +17,8 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "control", "python"))
+from harness import EmulatedCase  # noqa: E402  (puts the package under test on the path)
 import gpusleep  # noqa: E402
-from harness import EmulatedCase  # noqa: E402
 
 MiB = 1 << 20
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(gpusleep.__file__)))
@@ -379,6 +379,22 @@ class PythonApi(EmulatedCase):
         self.assertIn(f"runs as uid {NOBODY}", str(e.exception))
         self.assertEqual(os.read(got_r, 64), b"0")  # it read nothing before we hung up
         os.waitpid(child, 0)
+
+    def test_the_package_version_is_the_projects(self):
+        with open(os.path.join(HERE, "..", "..", "CMakeLists.txt")) as f:
+            project = re.search(r"project\(gpusleep VERSION ([0-9.]+)", f.read()).group(1)
+        self.assertEqual(gpusleep.__version__, project)
+
+    def test_a_vllm_sleep_level_other_than_1_or_2_is_refused_before_anything_is_sent(self):
+        d = self.private_dir()
+        server = FakeServer(d, "4246.sock", reply={"ok": True, "result": {"tags": []}})
+        try:
+            llm = gpusleep.compat.vllm(gpusleep.attach(socket=server.path))
+            with self.assertRaises(ValueError):
+                llm.sleep(level=3)
+        finally:
+            server.close()
+        self.assertEqual(server.requests, [])
 
     def test_the_deprecated_module_still_works(self):
         import warnings

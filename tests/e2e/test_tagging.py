@@ -12,9 +12,8 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "control", "python"))
+from harness import EmulatedCase, Host  # noqa: E402  (puts the package under test on the path)
 import gpusleep as gs  # noqa: E402
-from harness import EmulatedCase, Host  # noqa: E402
 from test_emulated import MiB  # noqa: E402
 
 PYTHON_HOST = os.path.join(HERE, "python_host.py")

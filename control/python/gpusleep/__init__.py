@@ -23,6 +23,7 @@ from .client import (PROTOCOL_VERSION, READ_TIMEOUT, Process, attach, check_runt
                      processes, runtime_dir, sleep_all, wake_all)
 from .errors import *  # noqa: F401,F403 - GpusleepError and one class per code
 from .errors import GpusleepError
+from . import compat  # noqa: E402,F401 - gpusleep.compat
 from .inprocess import region, sleep, this_process, wake
 from .launch import (Launched, cli_path, environment, launch, library_path, preset_path,
                      presets)
