@@ -12,9 +12,9 @@
 #include <regex>
 #include <set>
 
+#include "base/version.h"
 #include "core/engine.h"
 #include "core/rules.h"
-#include "base/version.h"
 
 namespace gpusleep {
 namespace {
@@ -100,7 +100,7 @@ Json op_error(const Json& id, const OpResult& r) {
     details["free_bytes"] = r.error.free_bytes;
   }
   details["partial"] = op_result(r);
-  return protocol::error_reply(id, r.error.code, r.error.message, details);
+  return protocol::error_reply(id, failure_code(r.error.code), r.error.message, details);
 }
 
 Json invalid(const protocol::Request& req, const std::string& message) {
@@ -273,20 +273,19 @@ Json Handler::regions(const protocol::Request& req) {
       continue;
     }
     bool asleep = r.state == RegionState::kAsleep || r.state == RegionState::kWaking;
-    Json entry{
-        {"id", r.id},
-        {"address", hex(r.va)},
-        {"size", r.size},
-        {"mapped_bytes", r.mapped},
-        {"device", r.device},
-        {"tag", r.tag},
-        {"state", region_state_name(r.state)},
-        {"policy", policy_name(asleep ? r.slept_policy : engine_->policies().for_tag(r.tag))},
-        {"mirror_bytes", r.mirror_bytes},
-        {"call_site", call_site_key(r, 1)},
-        {"rule", r.rule.empty() ? Json(nullptr) : Json(r.rule)},
-        {"adopted", r.adopted},
-        {"created_at", r.created_at}};
+    Json entry{{"id", r.id},
+               {"address", hex(r.va)},
+               {"size", r.size},
+               {"mapped_bytes", r.mapped},
+               {"device", r.device},
+               {"tag", r.tag},
+               {"state", region_state_name(r.state)},
+               {"policy", policy_name(asleep ? r.slept_policy : engine_->policy_for(r.tag))},
+               {"mirror_bytes", r.mirror_bytes},
+               {"call_site", call_site_key(r, 1)},
+               {"rule", r.rule.empty() ? Json(nullptr) : Json(r.rule)},
+               {"adopted", r.adopted},
+               {"created_at", r.created_at}};
     if (stacks) {
       Json py = Json::array();
       Json native = Json::array();
@@ -497,7 +496,7 @@ Json Handler::tag(const protocol::Request& req) {
     clear = it->get<bool>();
   }
   if (clear && tag) return invalid(req, "give either 'tag' or 'clear', not both");
-  std::string previous = engine_->tagger().phase_tag();
+  std::string previous = engine_->phase_tag();
   if (tag || clear) {
     std::string next = clear ? "" : *tag;
     if (!clear && !valid_tag_name(next)) {
@@ -505,12 +504,12 @@ Json Handler::tag(const protocol::Request& req) {
     }
     engine_->set_phase_tag(next);
   }
-  std::string current = engine_->tagger().phase_tag();
+  std::string current = engine_->phase_tag();
   return protocol::ok_reply(
       req.id, Json{{"phase_tag", current.empty() ? Json(nullptr) : Json(current)},
                    {"previous", previous.empty() ? Json(nullptr) : Json(previous)},
-                   {"default_tag", engine_->tagger().default_tag()},
-                   {"effective_tag", current.empty() ? engine_->tagger().default_tag() : current}});
+                   {"default_tag", engine_->default_tag()},
+                   {"effective_tag", current.empty() ? engine_->default_tag() : current}});
 }
 
 Json Handler::policy(const protocol::Request& req) {
@@ -529,12 +528,12 @@ Json Handler::policy(const protocol::Request& req) {
     if (!parse_policy(*policy_text, &p)) {
       return invalid(req, "field 'policy': expected \"offload\" or \"discard\"");
     }
-    engine_->policies().set(*tag, p);
+    engine_->set_policy(*tag, p);
   }
   Json policies = Json::object();
-  for (const auto& [t, p] : engine_->policies().entries())
+  for (const auto& [t, p] : engine_->policies())
     policies[t] = policy_name(p);
-  if (tag) policies[*tag] = policy_name(engine_->policies().for_tag(*tag));
+  if (tag) policies[*tag] = policy_name(engine_->policy_for(*tag));
   return protocol::ok_reply(req.id, Json{{"policies", policies}, {"default", "offload"}});
 }
 

@@ -25,7 +25,7 @@ TEST_CASE("threads allocate, write and free while a controller cycles another ta
     fill(kv.back(), 4 * kMiB, 100 + i);
   }
   engine.set_phase_tag("");
-  engine.policies().set("kv", Policy::kOffload);
+  engine.set_policy("kv", Policy::kOffload);
   gpu.set_copy_delay_us(200);  // widen the windows in which the controller is mid-copy
 
   std::atomic<bool> stop{false};

@@ -156,13 +156,13 @@ TEST_CASE("an unknown tag is an error that names the known tags", "[engine]") {
   must_allocate(engine, 2 * kMiB);
   OpResult r = engine.sleep(SleepRequest{{"default", "nope"}, std::nullopt});
   CHECK_FALSE(r.ok);
-  CHECK(r.error.code == "unknown_tag");
+  CHECK(r.error.code == Failure::kUnknownTag);
   CHECK(r.error.message.find("'nope'") != std::string::npos);
   CHECK(r.error.message.find("default") != std::string::npos);
   for (const RegionInfo& info : engine.regions())
     CHECK(info.state == RegionState::kAwake);
   OpResult bad = engine.wake(WakeRequest{{"bad tag!"}});
-  CHECK(bad.error.code == "invalid_argument");
+  CHECK(bad.error.code == Failure::kInvalidArgument);
 }
 
 TEST_CASE("a wake that cannot get all its memory wakes nothing and says what was missing",
@@ -179,7 +179,7 @@ TEST_CASE("a wake that cannot get all its memory wakes nothing and says what was
   gpu.set_capacity(used_asleep + 10 * kMiB);
   OpResult r = engine.wake(WakeRequest{});
   CHECK_FALSE(r.ok);
-  CHECK(r.error.code == "out_of_memory");
+  CHECK(r.error.code == Failure::kOutOfMemory);
   CHECK(r.error.device == 0);
   CHECK(r.error.needed_bytes == 16 * kMiB);
   CHECK(r.error.free_bytes == 10 * kMiB);
@@ -208,7 +208,7 @@ TEST_CASE("a map failure during wake, after restores were queued, rolls every re
   gpu.fail("cuMemMap", 1, 1);  // the second map fails
   OpResult r = engine.wake(WakeRequest{});
   CHECK_FALSE(r.ok);
-  CHECK(r.error.code == "driver_error");
+  CHECK(r.error.code == Failure::kDriverError);
   CHECK(gpu.used() == used_asleep);
   for (const RegionInfo& info : engine.regions())
     CHECK(info.state == RegionState::kAsleep);
@@ -233,7 +233,7 @@ TEST_CASE("a wake of many regions that runs out of memory part way wakes nothing
   gpu.set_capacity(used_asleep + 21 * kMiB);  // five regions fit, the sixth does not
   OpResult r = engine.wake(WakeRequest{});
   CHECK_FALSE(r.ok);
-  CHECK(r.error.code == "out_of_memory");
+  CHECK(r.error.code == Failure::kOutOfMemory);
   CHECK(r.error.needed_bytes == 48 * kMiB);
   CHECK(r.error.free_bytes == 21 * kMiB);
   CHECK(gpu.used() == used_asleep);
@@ -243,7 +243,7 @@ TEST_CASE("a wake of many regions that runs out of memory part way wakes nothing
   gpu.set_capacity(kDefaultCapacity);
   gpu.fail("cuMemCreate", 9, 1);  // the tenth create fails
   r = engine.wake(WakeRequest{});
-  CHECK(r.error.code == "driver_error");
+  CHECK(r.error.code == Failure::kDriverError);
   CHECK(r.error.message.find("cannot create device memory") != std::string::npos);
   CHECK(gpu.used() == used_asleep);
   for (const RegionInfo& info : engine.regions())
@@ -265,7 +265,7 @@ TEST_CASE("a restore failure during wake leaves the regions asleep with their mi
   gpu.fail("cuMemcpyHtoDAsync_v2", 1, 1);
   OpResult r = engine.wake(WakeRequest{});
   CHECK_FALSE(r.ok);
-  CHECK(r.error.code == "driver_error");
+  CHECK(r.error.code == Failure::kDriverError);
   CHECK(gpu.used() == used_asleep);
   CHECK(engine.regions()[0].state == RegionState::kAsleep);
   REQUIRE(engine.wake(WakeRequest{}).ok);
@@ -283,7 +283,7 @@ TEST_CASE("a copy failure during sleep leaves every region awake and intact", "[
   gpu.fail("cuMemcpyDtoHAsync_v2", 2, 1);
   OpResult r = engine.sleep(SleepRequest{});
   CHECK_FALSE(r.ok);
-  CHECK(r.error.code == "driver_error");
+  CHECK(r.error.code == Failure::kDriverError);
   CHECK(gpu.used() == used);
   for (const RegionInfo& info : engine.regions())
     CHECK(info.state == RegionState::kAwake);
@@ -329,7 +329,7 @@ TEST_CASE("a copy that fails on the device releases only the regions copied befo
   gpu.fail("cuEventSynchronize", 1, 1);  // the copy of the second region fails as it runs
   OpResult r = engine.sleep(SleepRequest{});
   CHECK_FALSE(r.ok);
-  CHECK(r.error.code == "driver_error");
+  CHECK(r.error.code == Failure::kDriverError);
   CHECK(r.regions == 1);
   for (const RegionInfo& info : engine.regions()) {
     CHECK(info.state == (info.va == va[0] ? RegionState::kAsleep : RegionState::kAwake));
@@ -350,7 +350,7 @@ TEST_CASE("a device that does not go idle fails the sleep before anything is tou
   gpu.fail("cuCtxSynchronize", 0, 1, 700);  // CUDA_ERROR_ILLEGAL_ADDRESS from an earlier kernel
   OpResult r = engine.sleep(SleepRequest{});
   CHECK_FALSE(r.ok);
-  CHECK(r.error.code == "driver_error");
+  CHECK(r.error.code == Failure::kDriverError);
   CHECK(engine.regions()[0].state == RegionState::kAwake);
   CHECK(holds(a, 2 * kMiB, 9));
 }

@@ -216,7 +216,7 @@ TEST_CASE("the engine's sleep closes the gate and the wake of the last asleep re
   FakeGpu gpu;
   Engine engine(gpu.driver(), test_options(), &gate);
   DevicePtr a = must_allocate(engine, 4 * kMiB);
-  engine.tagger().set_phase_tag("kv_cache");
+  engine.set_phase_tag("kv_cache");
   DevicePtr b = must_allocate(engine, 2 * kMiB);
   fill(a, 4 * kMiB, 1);
 
@@ -269,7 +269,7 @@ TEST_CASE("the engine's sleep closes the gate and the wake of the last asleep re
     const std::uint64_t used = gpu.used();
     OpResult r = impatient.sleep(SleepRequest{});
     CHECK_FALSE(r.ok);
-    CHECK(r.error.code == "gpu_busy");
+    CHECK(r.error.code == Failure::kGpuBusy);
     CHECK(r.error.message.find("cudaMemcpy") != std::string::npos);
     CHECK(gpu.used() == used);
     CHECK_FALSE(gate.closed());

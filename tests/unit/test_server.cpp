@@ -245,7 +245,7 @@ TEST_CASE("the CLI drives a real server: status, sleep, wake, tag, errors and ex
 
   std::tie(rc, out) = run_cli(dir, "tag kv_cache --socket " + server.path());
   CHECK(rc == 0);
-  CHECK(engine.tagger().phase_tag() == "kv_cache");
+  CHECK(engine.phase_tag() == "kv_cache");
 
   std::tie(rc, out) = run_cli(dir, "regions");
   CHECK(rc == 0);

@@ -1,0 +1,39 @@
+// The start sleep and wake share.
+#include "core/operation.h"
+
+#include "base/units.h"
+#include "core/engine_parts.h"
+
+namespace gpusleep {
+
+Operation::Operation(EngineParts& parts)
+    : parts_((parts.relax_this_thread(), parts)),
+      op_lock_(parts.op_mu),
+      started_(monotonic_seconds()) {}
+
+Operation::~Operation() {
+  parts_.open_gate_if_all_awake();
+}
+
+double Operation::elapsed() const {
+  return monotonic_seconds() - started_;
+}
+
+bool Operation::claim(const std::vector<std::string>& requested, RegionState from, RegionState to) {
+  std::set<std::string> tags;
+  if (!parts_.tags.resolve(requested, &tags, &result_)) return false;
+  claimed_ = parts_.table.claim([&](const Region& r) { return tags.count(r.tag) > 0; }, from, to);
+  std::set<std::string> acted;
+  for (const auto& r : claimed_)
+    acted.insert(r->tag);
+  for (const std::string& t : tags) {
+    if (acted.count(t) == 0) result_.noop.push_back(t);
+  }
+  if (claimed_.empty()) {
+    result_.seconds = elapsed();
+    return false;
+  }
+  return true;
+}
+
+}  // namespace gpusleep

@@ -1,0 +1,213 @@
+// Wake, as its named phases: claim the regions, plan (largest first, the peers to grant), create
+// and map their memory while restoring the contents, then either roll everything back or commit
+// and report.
+#include <algorithm>
+#include <map>
+
+#include "base/log.h"
+#include "base/units.h"
+#include "core/engine_parts.h"
+#include "core/handle_maker.h"
+#include "core/operation.h"
+
+namespace gpusleep {
+namespace {
+
+// A wake of at least this many regions creates their memory on a helper thread.
+constexpr std::size_t kThreadedCreateMin = 8;
+
+class WakeOperation : public Operation {
+ public:
+  WakeOperation(EngineParts& parts, const WakeRequest& request)
+      : Operation(parts), request_(request) {}
+
+  OpResult run() {
+    if (!claim(request_.tags, RegionState::kAsleep, RegionState::kWaking)) {
+      return std::move(result_);
+    }
+    plan();
+    if (map_and_restore()) {
+      commit();
+      report();
+    } else {
+      roll_back();
+    }
+    return std::move(result_);
+  }
+
+ private:
+  // Largest first: the copy engines start on the big restores at once, and the many small
+  // regions are mapped while those run, so mapping them never leaves the engines idle. The peers
+  // to grant are read once (grant_peer waits for the operation lock, so they hold still).
+  void plan() {
+    std::stable_sort(claimed_.begin(), claimed_.end(),
+                     [](const auto& a, const auto& b) { return a->mapped > b->mapped; });
+    mapped_.assign(claimed_.size(), false);
+    std::unique_lock<std::mutex> lock = parts_.peers.lock();
+    for (const auto& r : claimed_)
+      accessors_.emplace(r->device, parts_.peers.accessors_of(r->device));
+  }
+
+  // Maps region `r`'s new memory with the access it had.
+  DrvStatus map_one(std::size_t i, PhysHandle handle) {
+    Driver& driver = parts_.driver;
+    Region& r = *claimed_[i];
+    driver.set_context(r.ctx);
+    DrvStatus rc = driver.map(r.va, r.mapped, handle);
+    if (rc != kDrvOk) return rc;
+    mapped_[i] = true;
+    if (r.adopted != nullptr) {  // the access the program granted, as it granted it
+      for (const auto& [device, flags] : r.adopted->access) {
+        if (rc == kDrvOk) rc = driver.set_access_flags(r.va, r.mapped, device, flags);
+      }
+    } else {
+      rc = driver.set_access(r.va, r.mapped, r.device);
+    }
+    if (rc == kDrvOk) grant_accessors(driver, r.va, r.mapped, accessors_[r.device]);
+    return rc;
+  }
+
+  // Physical memory is created region by region on a helper thread, while this thread maps each
+  // region as its memory arrives and queues its restore: creation overlaps mapping, and the copy
+  // engines move one region while the next is mapped. False on any failure, after the queued
+  // copies have finished.
+  bool map_and_restore() {
+    Driver& driver = parts_.driver;
+    const std::size_t n = claimed_.size();
+    HandleMaker maker(
+        n, n >= kThreadedCreateMin,
+        [&](std::size_t i, PhysHandle* handle) {
+          const Region& r = *claimed_[i];
+          driver.set_context(r.ctx);
+          return r.adopted != nullptr ? driver.create_like(r.adopted->prop.data(),
+                                                           r.adopted->prop.size(), r.mapped, handle)
+                                      : driver.create(r.device, r.mapped, handle);
+        },
+        [&driver] { driver.relax_capture_mode(); });
+    const double t = monotonic_seconds();
+    double map_seconds = 0;
+    for (std::size_t i = 0; i < n && map_rc_ == kDrvOk && copy_rc_ == kDrvOk; ++i) {
+      Region& r = *claimed_[i];
+      const double u = monotonic_seconds();
+      PhysHandle handle = 0;
+      create_rc_ = maker.get(i, &handle, &create_failed_);
+      if (create_rc_ != kDrvOk) {
+        map_seconds += monotonic_seconds() - u;
+        break;
+      }
+      map_rc_ = map_one(i, handle);
+      map_seconds += monotonic_seconds() - u;
+      if (map_rc_ != kDrvOk || r.slept_policy != Policy::kOffload || r.mirror == nullptr) continue;
+      Mirror& m = *r.mirror;
+      for (std::size_t p = 0; p < m.piece_count() && copy_rc_ == kDrvOk; ++p) {
+        std::size_t off = m.piece_offset(p);
+        copy_rc_ = parts_.copier.issue(r.ctx, Direction::kToDevice, m.at(off), r.va + off,
+                                       m.piece_size(p));
+      }
+    }
+    maker.stop();
+    handles_ = maker.handles();  // every handle made, ours to release
+    DrvStatus wait_rc = parts_.copier.wait();
+    if (copy_rc_ == kDrvOk) copy_rc_ = wait_rc;
+    if (create_rc_ != kDrvOk || map_rc_ != kDrvOk || copy_rc_ != kDrvOk) return false;
+    result_.map_seconds = map_seconds;
+    result_.copy_seconds = monotonic_seconds() - t - map_seconds;
+    return true;
+  }
+
+  // A wake that cannot get all its memory changes nothing: every mapping and handle goes, the
+  // regions stay asleep with their mirrors, and the error says what was missing.
+  void roll_back() {
+    Driver& driver = parts_.driver;
+    for (std::size_t i = 0; i < claimed_.size(); ++i) {
+      const Region& r = *claimed_[i];
+      if (mapped_[i]) {
+        if (DrvStatus rc = driver.unmap(r.va, r.mapped)) {
+          GS_ERROR("rollback: unmap of region %llu failed: %s",
+                   static_cast<unsigned long long>(r.id), driver.describe(rc).c_str());
+        }
+      }
+      if (handles_[i] != 0) driver.release(handles_[i]);
+    }
+    parts_.table.settle(claimed_, RegionState::kAsleep);
+    if (create_rc_ == kDrvOutOfMemory) {
+      const Region& r = *claimed_[create_failed_];
+      std::size_t needed = 0;
+      for (const auto& c : claimed_)
+        needed += c->device == r.device ? c->mapped : 0;
+      std::size_t free_bytes = 0;
+      std::size_t total = 0;
+      driver.memory_info(r.device, &free_bytes, &total);
+      result_.fail(Failure::kOutOfMemory,
+                   "wake needs " + format_bytes(needed) + " on device " + std::to_string(r.device) +
+                       "; " + format_bytes(free_bytes) +
+                       " is free. Nothing was woken; try again once memory is free");
+      result_.error.device = r.device;
+      result_.error.needed_bytes = needed;
+      result_.error.free_bytes = free_bytes;
+      return;
+    }
+    result_.fail(
+        Failure::kDriverError,
+        (create_rc_ != kDrvOk ? "cannot create device memory: " + driver.describe(create_rc_)
+         : map_rc_ != kDrvOk  ? "cannot map device memory: " + driver.describe(map_rc_)
+                              : "copy to device failed: " + driver.describe(copy_rc_)) +
+            ". Nothing was woken");
+  }
+
+  // Every region takes its new handle and settles awake; mirrors go unless they are kept.
+  void commit() {
+    std::vector<Policy> policies(claimed_.size());
+    for (std::size_t i = 0; i < claimed_.size(); ++i) {
+      Region& r = *claimed_[i];
+      r.handle = handles_[i];
+      // A handle the program released lives on its mapping alone, as before the sleep.
+      if (r.adopted != nullptr && r.adopted->refs <= 0) parts_.driver.release(r.handle);
+      policies[i] = r.slept_policy;
+      result_.regions += 1;
+      result_.bytes += r.mapped;
+      if (r.slept_policy == Policy::kOffload) {
+        result_.copied_bytes += r.mirror->bytes();
+      } else {
+        result_.discarded_bytes += r.mapped;
+      }
+    }
+    std::vector<std::shared_ptr<Mirror>> dropped;
+    if (!parts_.options.keep_mirrors) {
+      parts_.table.update([&] {
+        for (const auto& r : claimed_) {
+          if (r->mirror) dropped.push_back(std::move(r->mirror));
+        }
+      });
+    }
+    result_.tags = tag_reports(claimed_, policies);  // before settling, as in sleep
+    parts_.table.settle(claimed_, RegionState::kAwake);
+    for (auto& m : dropped)
+      parts_.preparer.release(std::move(m));
+  }
+
+  void report() {
+    result_.seconds = elapsed();
+    parts_.tags.record_wake(result_.tags, result_.seconds * 1e3);
+    GS_INFO("woke %zu regions, %s in %.1f ms", result_.regions, format_bytes(result_.bytes).c_str(),
+            result_.seconds * 1e3);
+  }
+
+  const WakeRequest& request_;
+  std::vector<bool> mapped_;                   // per claimed region
+  std::map<int, std::vector<int>> accessors_;  // device -> devices granted access to it
+  std::vector<PhysHandle> handles_;            // per claimed region: its new memory (0: none)
+  DrvStatus create_rc_ = kDrvOk;
+  std::size_t create_failed_ = 0;  // the region whose memory could not be created
+  DrvStatus map_rc_ = kDrvOk;
+  DrvStatus copy_rc_ = kDrvOk;
+};
+
+}  // namespace
+
+OpResult wake_tags(EngineParts& parts, const WakeRequest& request) {
+  WakeOperation op(parts, request);
+  return op.run();
+}
+
+}  // namespace gpusleep
