@@ -18,7 +18,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from harness import Host, nvidia_free_bytes, run_cli  # noqa: E402
+from harness import Host, nvidia_free_bytes, only_result, run_cli  # noqa: E402
 
 GiB = 1 << 30
 
@@ -37,7 +37,7 @@ def run(build, gib=16, regions=8, mix=0, cycles=3, discard_cycles=2, wait_mirror
         rc, out, err = run_cli(cli, [*args, "--pid", str(host.pid)], env)
         if rc != 0:
             raise SystemExit(f"gpusleep {' '.join(args)} failed: {err} {out}")
-        return out["result"]
+        return only_result(out)
 
     def line_rates(line):
         return (float(re.search(r"d2h_gbps=([\d.]+)", line).group(1)),

@@ -30,7 +30,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from harness import Host, nvidia_free_bytes, rss_bytes, run_cli  # noqa: E402
+from harness import Host, nvidia_free_bytes, only_result, rss_bytes, run_cli  # noqa: E402
 
 SERVER = os.path.join(ROOT, "scripts", "colocate", "server.py")
 TRAINER = os.path.join(ROOT, "scripts", "colocate", "trainer.py")
@@ -88,7 +88,7 @@ class Bench:
         rc, out, err = run_cli(self.cli, list(argv), self.env)
         if rc != 0:
             raise RuntimeError(f"gpusleep {' '.join(argv)}: {err} {out}")
-        return out["result"]
+        return only_result(out)
 
     def start_server(self, managed, extra=()):
         t = time.perf_counter()

@@ -24,7 +24,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from harness import Host, gpu_count, nvidia_free_bytes, run_cli  # noqa: E402
+from harness import Host, gpu_count, nvidia_free_bytes, only_result, run_cli  # noqa: E402
 
 TP_PROGRAM = os.path.join(ROOT, "tests", "gpu", "tp_program.py")
 PEER_PROGRAM = os.path.join(ROOT, "tests", "gpu", "peer_program.py")
@@ -47,8 +47,6 @@ class Run:
         rc, out, err = run_cli(self.cli_path, args, self.env)
         if rc != 0:
             raise SystemExit(f"gpusleep {' '.join(args)} failed: {err} {out}")
-        if "--all" in args and isinstance(out, dict):
-            out = [out]  # one process: one reply, as with --pid
         return out
 
     def check(self, ok, what):
@@ -77,13 +75,13 @@ class Run:
             self.verify(hosts, "before any sleep")
             unsleepable = {}
             for rank, h in enumerate(hosts):
-                status = self.cli("status", "--pid", str(h.pid))["result"]
+                status = only_result(self.cli("status", "--pid", str(h.pid)))
                 unsleepable[rank] = {u["kind"]: u["bytes"] for u in status["unsleepable"]
                                      if u["bytes"]}
             cycles = []
             for cycle in range(1, self.args.cycles + 1):
                 free = [nvidia_free_bytes(d) for d in range(world)]
-                one = self.cli("sleep", "--pid", str(hosts[0].pid))["result"]
+                one = only_result(self.cli("sleep", "--pid", str(hosts[0].pid)))
                 freed_one = nvidia_free_bytes(0) - free[0]
                 self.check(freed_one >= 0.99 * one["bytes"] - (2 << 20),
                            f"cycle {cycle}: rank 0 alone freed {freed_one} of {one['bytes']}")
@@ -94,7 +92,7 @@ class Run:
                 slept = self.cli("sleep", "--all")
                 all_wall = time.time() - t
                 freed = [nvidia_free_bytes(d) - free[d] for d in range(world)]
-                by_pid = {e["pid"]: e for e in slept}
+                by_pid = {e["pid"]: e for e in slept["processes"]}
                 results = [by_pid[h.pid]["result"] for h in hosts]
                 for rank in range(world):
                     self.check(freed[rank] >= 0.99 * results[rank]["bytes"] - (2 << 20),
@@ -109,7 +107,7 @@ class Run:
                     "one_sleep_ms": one["duration_ms"],
                     "all_sleep_ms": max(r["duration_ms"] for r in results),
                     "all_sleep_wall_s": all_wall,
-                    "all_wake_ms": max(e["result"]["duration_ms"] for e in woke),
+                    "all_wake_ms": max(e["result"]["duration_ms"] for e in woke["processes"]),
                     "all_wake_wall_s": wake_wall,
                     "bytes_per_gpu": [r["bytes"] for r in results],
                     "freed_per_gpu": freed,
@@ -137,11 +135,11 @@ class Run:
         try:
             ready = h.expect("READY", timeout=300)
             self.verify([h], "peer read before any sleep")
-            status = self.cli("status", "--pid", str(h.pid))["result"]
+            status = only_result(self.cli("status", "--pid", str(h.pid)))
             self.check(status["peers"] == [{"accessor": 0, "owner": 1}],
                        f"peer access seen as {status['peers']}")
             free1 = nvidia_free_bytes(1)
-            slept = self.cli("sleep", "--pid", str(h.pid))["result"]
+            slept = only_result(self.cli("sleep", "--pid", str(h.pid)))
             freed = nvidia_free_bytes(1) - free1
             self.check(freed >= 0.99 * int(ready.split("=")[1]) - (2 << 20),
                        f"GPU 1 freed {freed} bytes")

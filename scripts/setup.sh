@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing gpusleep needs and is missing: a C++20 compiler, CMake,
-# nlohmann/json, Catch2 (v2 or v3), Python 3. The CUDA Toolkit (headers, nvcc) must already be
+# nlohmann/json, Catch2 (v2 or v3), CLI11 (the command line's parser), Python 3. The CUDA
+# Toolkit (headers, nvcc) must already be
 # there: gpusleep builds against it on machines without a GPU.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ command -v make >/dev/null || command -v ninja >/dev/null || need+=(make)
 command -v python3 >/dev/null || need+=(python3)
 [ -f /usr/include/nlohmann/json.hpp ] || [ -d .deps/include/nlohmann ] || need+=(nlohmann-json3-dev)
 [ -d /usr/include/catch2 ] || [ -d .deps/include/catch2 ] || need+=(catch2)
+[ -f /usr/include/CLI/CLI.hpp ] || [ -f .deps/include/CLI/CLI.hpp ] || need+=(libcli11-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

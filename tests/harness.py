@@ -176,7 +176,9 @@ def wait_progress(path, beyond, timeout=60):
 
 
 def run_cli(cli, args, env, timeout=300):
-    """Runs `gpusleep ARGS --json`; returns (exit status, parsed output or None, stderr)."""
+    """Runs `gpusleep ARGS --json`; returns (exit status, parsed output or None, stderr). The
+    output is the CLI's envelope: {"processes": [{"pid", "result"}...], "errors": [{"pid",
+    "code", "message", and the error's other fields}...]} (docs/protocol.md)."""
     p = subprocess.run([cli] + list(args) + ["--json"], env=env, capture_output=True, text=True,
                        timeout=timeout)
     try:
@@ -184,6 +186,20 @@ def run_cli(cli, args, env, timeout=300):
     except json.JSONDecodeError:
         out = None
     return p.returncode, out, p.stderr
+
+
+def only_result(envelope):
+    """The result of the one process a --json envelope holds, which must hold no error."""
+    assert envelope is not None and not envelope["errors"] and len(envelope["processes"]) == 1, \
+        envelope
+    return envelope["processes"][0]["result"]
+
+
+def only_error(envelope):
+    """The one error a --json envelope holds, which must hold no result."""
+    assert envelope is not None and not envelope["processes"] and len(envelope["errors"]) == 1, \
+        envelope
+    return envelope["errors"][0]
 
 
 def fake_free_bytes(smi, env, device=0):

@@ -1,5 +1,5 @@
 // CLI formatting. Replies are read defensively: a field of an unexpected type prints as "?".
-#include "format.h"
+#include "cli/format.h"
 
 #include <cstdio>
 
@@ -231,15 +231,17 @@ std::string format_error(int pid, const Json& e) {
          "\n";
 }
 
-std::string format_ps(const std::vector<std::pair<int, Json>>& statuses) {
-  Table t({"PID", "TAGS", "REGIONS", "RESIDENT", "ASLEEP", "MIRROR", "COMMAND"});
-  for (const auto& [pid, r] : statuses) {
-    const Json& totals = field(r, "totals");
-    std::size_t tags = field(r, "tags").is_array() ? field(r, "tags").size() : 0;
-    t.add({std::to_string(pid), std::to_string(tags), count_text(field(totals, "regions")),
+std::string format_ps(const std::vector<PsRow>& rows) {
+  Table t({"PID", "PPID", "DEVICES", "REGIONS", "RESIDENT", "ASLEEP", "COMMAND"});
+  for (const PsRow& row : rows) {
+    const Json& totals = field(row.status, "totals");
+    std::string devices;
+    for (const Json& d : field(row.status, "devices"))
+      devices += (devices.empty() ? "" : ",") + str(d, "device");
+    t.add({std::to_string(row.pid), row.ppid > 0 ? std::to_string(row.ppid) : "?",
+           devices.empty() ? "-" : devices, count_text(field(totals, "regions")),
            bytes_text(field(totals, "resident_bytes")), bytes_text(field(totals, "asleep_bytes")),
-           bytes_text(field(totals, "mirror_bytes")),
-           str(field(r, "process"), "cmdline", "?").substr(0, 80)});
+           str(field(row.status, "process"), "cmdline", "?")});
   }
   return t.render();
 }

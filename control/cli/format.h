@@ -31,6 +31,13 @@ std::string format_policy(int pid, const protocol::Json& result);
 std::string format_rules(int pid, const protocol::Json& result);
 std::string format_retag(int pid, const protocol::Json& result);
 std::string format_error(int pid, const protocol::Json& error);
-std::string format_ps(const std::vector<std::pair<int, protocol::Json>>& statuses);
+// One line of `gpusleep ps`: a process, its parent, and its status.
+struct PsRow {
+  int pid;
+  int ppid;  // 0: unknown
+  protocol::Json status;
+};
+// PID, PPID, DEVICES, REGIONS, RESIDENT, ASLEEP, COMMAND (the whole command line).
+std::string format_ps(const std::vector<PsRow>& rows);
 
 }  // namespace gpusleep::cli

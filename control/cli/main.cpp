@@ -1,519 +1,381 @@
 // gpusleep: the command-line controller. Starts programs under the library, finds them, and asks
-// them to report, sleep and wake.
-#include <limits.h>
-#include <unistd.h>
+// them to report, sleep and wake. This file is the command line: each command, its options and
+// its help; the work is in the files beside it.
+#include <CLI/CLI.hpp>
 
-#include <cctype>
-#include <cerrno>
+#include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <functional>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "protocol/client.h"
-#include "format.h"
-#include "protocol/protocol.h"
-#include "protocol/runtime_dir.h"
+#include "base/version.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "cli/format.h"
+#include "cli/launch.h"
 
 namespace gpusleep::cli {
 namespace {
 
-using protocol::Json;
-
-constexpr const char* kUsage = R"(usage: gpusleep COMMAND [ARGS] [OPTIONS]
-
-Commands:
-  run [--tag TAG] [--policy TAG=POLICY,...] [--preset NAME | --rules FILE]
-      [--log-level LEVEL] -- CMD [ARGS...]
-                          start CMD with the library preloaded (--preset: tagging
-                          rules shipped for pytorch, transformers, vllm, sglang)
-  ps                      list the processes running with the library
-  status                  per tag: policy, state, regions, bytes resident and asleep,
-                          host mirror bytes, last sleep and wake durations; devices
-  regions [TAG...] [--stacks] [--group [--depth N]]
-                          every region: address, size, device, tag, state, call site;
-                          --stacks: its Python and native frames; --group: regions and
-                          bytes per call site (its innermost N Python frames)
-  retag TAG (--id N[,N...] | --range START-END | --call-site REGEX)
-                          give regions the tag TAG
-  sleep [TAG...] [--policy offload|discard] [--no-gate]
-                          copy out (offload) or drop (discard) the TAGs' contents and
-                          release their GPU memory; no TAG: every tag. The process's
-                          GPU work waits until wake; --no-gate: it goes on (it must
-                          leave the TAGs' memory alone)
-  wake [TAG...]           map GPU memory back at the same addresses and restore
-                          contents; no TAG: every tag. All or nothing.
-  tag [TAG | --clear]     tag later allocations TAG (phase tagging); no TAG: show
-  policy [TAG [offload|discard]]
-                          show the per-tag policies, or set TAG's
-  rules [show | set FILE | reload | clear]
-                          show the tagging rules, replace them with FILE's, read
-                          the process's GPUSLEEP_RULES file again, or drop them
-
+constexpr const char* kFooter = R"(
 Which process (every command but run and ps):
-  --pid N                 the process N
-  --socket PATH           the process behind a control socket
-  --all                   every process running with the library, in parallel
-  (none)                  the one process running with the library, if there is one
+  --pid N          the process N
+  --socket PATH    the process behind a control socket
+  --job PID        the process PID and its descendants (a launcher and its workers)
+  --all            every process running with the library, in parallel
+  (none)           the one process running with the library, if there is one
 
-Options:
-  --json                  print the replies as JSON (one object per process)
-  --timeout SECONDS       give up on a reply after this long (default: no limit)
-  -h, --help              this text
+Environment: GPUSLEEP_RUNTIME_DIR (where the sockets are), GPUSLEEP_LIBRARY (the library run
+preloads), GPUSLEEP_PRESET_DIR (where presets are).
+Exit status: 0 on success; 1 when a process reported an error or none was found; 2 on a usage
+error, when nothing was done. run exits with its program's status.
+'gpusleep COMMAND --help' or 'gpusleep help COMMAND' shows a command's options.)";
 
-Environment: GPUSLEEP_RUNTIME_DIR (where sockets are), GPUSLEEP_LIBRARY (for run).
-Exit status: 0 on success, 1 if any process reported an error, 2 on a usage error.
-)";
+const std::vector<std::string> kCommands = {"run",  "ps",  "status", "regions", "retag", "sleep",
+                                            "wake", "tag", "policy", "rules",   "help"};
 
-struct Args {
-  std::string command;
-  std::vector<std::string> positional;
-  std::optional<int> pid;
-  std::optional<std::string> socket;
-  bool all = false;
-  bool json = false;
-  bool clear = false;
-  bool no_gate = false;
-  int timeout_ms = -1;
-  std::optional<std::string> policy;
-  std::optional<std::string> tag_option;
-  std::optional<std::string> log_level;
-  std::optional<std::string> preset;
-  std::optional<std::string> rules_file;
-  std::optional<std::string> ids;
-  std::optional<std::string> range;
-  std::optional<std::string> call_site;
-  bool stacks = false;
-  bool group = false;
-  int depth = 1;
-  std::vector<std::string> run_command;
-};
-
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "gpusleep: %s\n(gpusleep --help for usage)\n", message.c_str());
-  std::exit(2);
-}
-
-bool parse_int(const std::string& s, long lo, long hi, long* out) {
-  char* end = nullptr;
-  errno = 0;
-  long v = std::strtol(s.c_str(), &end, 10);
-  if (errno != 0 || end == s.c_str() || *end != '\0' || v < lo || v > hi) return false;
-  *out = v;
-  return true;
-}
-
-Args parse_args(int argc, char** argv) {
-  Args a;
-  if (argc < 2) usage_error("no command given");
-  a.command = argv[1];
-  if (a.command == "-h" || a.command == "--help" || a.command == "help") {
-    std::fputs(kUsage, stdout);
-    std::exit(0);
-  }
-  for (int i = 2; i < argc; ++i) {
-    std::string s = argv[i];
-    auto value = [&](const char* name) -> std::string {
-      if (i + 1 >= argc) usage_error(std::string(name) + " needs a value");
-      return argv[++i];
-    };
-    if (s == "--") {
-      if (a.command != "run") usage_error("'--' is only for run");
-      for (++i; i < argc; ++i)
-        a.run_command.push_back(argv[i]);
-      break;
-    }
-    if (s == "-h" || s == "--help") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    } else if (s == "--json") {
-      a.json = true;
-    } else if (s == "--all") {
-      a.all = true;
-    } else if (s == "--clear") {
-      a.clear = true;
-    } else if (s == "--no-gate") {
-      a.no_gate = true;
-    } else if (s == "--pid") {
-      long pid = 0;
-      if (!parse_int(value("--pid"), 1, INT_MAX, &pid)) usage_error("--pid takes a process id");
-      a.pid = static_cast<int>(pid);
-    } else if (s == "--socket") {
-      a.socket = value("--socket");
-    } else if (s == "--timeout") {
-      long secs = 0;
-      if (!parse_int(value("--timeout"), 1, 86400, &secs)) usage_error("--timeout takes seconds");
-      a.timeout_ms = static_cast<int>(secs * 1000);
-    } else if (s == "--policy") {
-      a.policy = value("--policy");
-    } else if (s == "--tag") {
-      a.tag_option = value("--tag");
-    } else if (s == "--log-level") {
-      a.log_level = value("--log-level");
-    } else if (s == "--preset") {
-      a.preset = value("--preset");
-    } else if (s == "--rules") {
-      a.rules_file = value("--rules");
-    } else if (s == "--id") {
-      a.ids = value("--id");
-    } else if (s == "--range") {
-      a.range = value("--range");
-    } else if (s == "--call-site") {
-      a.call_site = value("--call-site");
-    } else if (s == "--stacks") {
-      a.stacks = true;
-    } else if (s == "--group") {
-      a.group = true;
-    } else if (s == "--depth") {
-      long d = 0;
-      if (!parse_int(value("--depth"), 1, 64, &d)) usage_error("--depth takes 1 to 64");
-      a.depth = static_cast<int>(d);
-    } else if (s.size() > 1 && s[0] == '-') {
-      usage_error("unknown option " + s);
-    } else {
-      a.positional.push_back(s);
+// Edit distance, for "did you mean": the names are short.
+std::size_t distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j)
+    row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1] ? 1 : 0)});
+      diagonal = up;
     }
   }
-  int targets = (a.pid ? 1 : 0) + (a.socket ? 1 : 0) + (a.all ? 1 : 0);
-  if (targets > 1) usage_error("give one of --pid, --socket and --all");
-  return a;
+  return row[b.size()];
 }
 
-struct Target {
-  int pid;
+// A command the name begins, else the nearest within two edits, else "".
+std::string suggestion(const std::string& name) {
+  for (const std::string& c : kCommands) {
+    if (name.size() >= 2 && c.rfind(name, 0) == 0) return c;
+  }
+  std::string best;
+  std::size_t best_distance = 3;
+  for (const std::string& c : kCommands) {
+    const std::size_t d = distance(name.substr(0, 32), c);
+    if (d < best_distance) {
+      best = c;
+      best_distance = d;
+    }
+  }
+  return best;
+}
+
+[[noreturn]] void unknown_command(const std::string& name) {
+  const std::string best = suggestion(name);
+  std::fprintf(stderr, "gpusleep: unknown command '%s'%s\n(gpusleep --help lists the commands)\n",
+               name.c_str(), best.empty() ? "" : ("; did you mean '" + best + "'?").c_str());
+  std::exit(kExitUsage);
+}
+
+// The options of every command that talks to processes; `select` adds the choice of process.
+void add_target_options(CLI::App* c, TargetOptions* t, int* pid, std::string* socket, int* job,
+                        bool select) {
+  if (select) {
+    auto* p = c->add_option("--pid", *pid, "the process PID")
+                  ->type_name("PID")
+                  ->check(CLI::Range(1, INT_MAX));
+    auto* s = c->add_option("--socket", *socket, "the process behind this control socket")
+                  ->type_name("PATH");
+    auto* a = c->add_flag("--all", t->all, "every process running with the library");
+    auto* j = c->add_option("--job", *job, "the process PID and its descendants")
+                  ->type_name("PID")
+                  ->check(CLI::Range(1, INT_MAX));
+    p->excludes(s)->excludes(a)->excludes(j);
+    s->excludes(a)->excludes(j);
+    a->excludes(j);
+  } else {
+    c->add_option("--job", *job, "only the process PID and its descendants")
+        ->type_name("PID")
+        ->check(CLI::Range(1, INT_MAX));
+  }
+  c->add_flag("--json", t->json,
+              "print one JSON object: {\"processes\": [...], \"errors\": [...]} "
+              "(docs/protocol.md)");
+  c->add_option("--timeout", t->timeout_s, "give up on a reply after SECONDS (0: never)")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(0.0, 86400.0));
+}
+
+struct Parsed {
+  TargetOptions target;
+  int pid = 0;
   std::string socket;
+  int job = 0;
+  RunOptions run;
+  std::string run_tag, run_policy, run_log_level, run_rules;
+  std::vector<std::string> tags;
+  std::vector<std::string> words;  // positionals of tag, policy, rules, help, retag
+  std::string policy;
+  bool no_gate = false;
+  bool progress = false, no_progress = false;
+  bool stacks = false, group = false;
+  int depth = 1;
+  bool clear = false;
+  std::string ids, range, call_site;
+  bool print_library = false;
 };
 
-std::vector<Target> resolve_targets(const Args& a) {
-  const std::string dir = default_runtime_dir();
-  if (a.socket) {
-    std::string name = a.socket->substr(a.socket->find_last_of('/') + 1);
-    long pid = 0;
-    parse_int(name.substr(0, name.find('.')), 1, INT_MAX, &pid);
-    return {Target{static_cast<int>(pid), *a.socket}};
-  }
-  if (a.pid) return {Target{*a.pid, socket_path(dir, *a.pid)}};
-  std::vector<ProcessEntry> live = find_processes(dir, true, nullptr);
-  if (live.empty()) {
-    std::fprintf(stderr, "gpusleep: no process is running with gpusleep (looked in %s)\n",
-                 dir.c_str());
-    std::exit(1);
-  }
-  if (!a.all && live.size() > 1) {
-    std::string pids;
-    for (const auto& p : live)
-      pids += " " + std::to_string(p.pid);
-    usage_error("several processes run with gpusleep (" + pids.substr(1) +
-                "); choose one with --pid or use --all");
-  }
-  std::vector<Target> out;
-  for (const auto& p : live)
-    out.push_back(Target{p.pid, p.socket});
-  return out;
-}
-
-struct Outcome {
-  bool transport_ok = false;
-  std::string transport_error;
-  Json reply;
-};
-
-Outcome call_one(const Target& t, const Json& request, int timeout_ms) {
-  Outcome o;
-  auto client = Client::connect(t.socket, &o.transport_error);
-  if (client) o.transport_ok = client->call(request, &o.reply, &o.transport_error, timeout_ms);
-  return o;
-}
-
-std::vector<Outcome> call_all(const std::vector<Target>& targets, const Json& request,
-                              int timeout_ms) {
-  std::vector<Outcome> outcomes(targets.size());
-  std::vector<std::thread> threads;
-  for (std::size_t i = 0; i < targets.size(); ++i) {
-    threads.emplace_back([&, i] { outcomes[i] = call_one(targets[i], request, timeout_ms); });
-  }
-  for (auto& t : threads)
-    t.join();
-  return outcomes;
-}
-
-// Prints each outcome; returns the exit status.
-int report(const std::vector<Target>& targets, const std::vector<Outcome>& outcomes, bool json,
-           const std::function<std::string(int, const Json&)>& human) {
-  int status = 0;
-  Json all = Json::array();
-  for (std::size_t i = 0; i < targets.size(); ++i) {
-    const Outcome& o = outcomes[i];
-    int pid = targets[i].pid;
-    if (!o.transport_ok) {
-      status = 1;
-      if (json) {
-        all.push_back({{"pid", pid},
-                       {"ok", false},
-                       {"error", {{"code", "connection_failed"}, {"message", o.transport_error}}}});
-      } else {
-        std::fprintf(stderr, "pid %d: %s\n", pid, o.transport_error.c_str());
-      }
-      continue;
-    }
-    bool ok = o.reply.value("ok", false);
-    if (!ok) status = 1;
-    if (json) {
-      Json entry = o.reply;
-      entry["pid"] = pid;
-      all.push_back(entry);
-    } else if (ok) {
-      std::fputs(human(pid, o.reply["result"]).c_str(), stdout);
-    } else {
-      std::fputs(format_error(pid, o.reply["error"]).c_str(), stderr);
-    }
-  }
-  if (json) {
-    std::string text = all.size() == 1 ? all[0].dump(2, ' ', false, Json::error_handler_t::replace)
-                                       : all.dump(2, ' ', false, Json::error_handler_t::replace);
-    std::printf("%s\n", text.c_str());
-  }
-  return status;
-}
-
-std::string library_path() {
-  if (const char* lib = std::getenv("GPUSLEEP_LIBRARY"); lib && *lib) return lib;
-  char exe[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) return "";
-  std::string dir(exe, static_cast<std::size_t>(n));
-  dir = dir.substr(0, dir.find_last_of('/'));
-  for (const char* rel :
-       {"/../lib/libgpusleep.so", "/libgpusleep.so", "/../lib64/libgpusleep.so"}) {
-    std::string candidate = dir + rel;
-    if (::access(candidate.c_str(), R_OK) == 0) {
-      char real[PATH_MAX];
-      return ::realpath(candidate.c_str(), real) ? std::string(real) : candidate;
-    }
-  }
-  return "";
-}
-
-// Where the shipped rule files are: GPUSLEEP_PRESET_DIR, next to an installed CLI, or the
-// source tree it was built from.
-std::string preset_path(const std::string& name) {
-  for (char c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') {
-      usage_error("a preset name is letters, digits, '_' and '-'");
-    }
-  }
-  std::vector<std::string> dirs;
-  if (const char* d = std::getenv("GPUSLEEP_PRESET_DIR"); d && *d) dirs.push_back(d);
-  char exe[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    std::string dir(exe, static_cast<std::size_t>(n));
-    dir = dir.substr(0, dir.find_last_of('/'));
-    dirs.push_back(dir + "/../share/gpusleep/presets");
-  }
-  dirs.push_back(GPUSLEEP_SOURCE_PRESET_DIR);
-  for (const std::string& d : dirs) {
-    std::string candidate = d + "/" + name + ".json";
-    if (::access(candidate.c_str(), R_OK) == 0) {
-      char real[PATH_MAX];
-      return ::realpath(candidate.c_str(), real) ? std::string(real) : candidate;
-    }
-  }
-  std::fprintf(stderr, "gpusleep: no preset '%s' (looked in %s)\n", name.c_str(),
-               GPUSLEEP_SOURCE_PRESET_DIR);
-  std::exit(2);
-}
-
-std::string read_file_or_exit(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    std::fprintf(stderr, "gpusleep: cannot read %s: %s\n", path.c_str(), strerror(errno));
-    std::exit(1);
-  }
-  std::string text;
-  char buf[65536];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0 && text.size() <= (1u << 20))
-    text.append(buf, n);
-  std::fclose(f);
-  if (text.size() > (1u << 20)) {
-    std::fprintf(stderr, "gpusleep: %s is larger than 1 MiB\n", path.c_str());
-    std::exit(1);
-  }
-  return text;
-}
-
-int cmd_run(const Args& a) {
-  if (a.run_command.empty()) usage_error("run needs a command after --");
-  if (a.preset && a.rules_file) usage_error("give --preset or --rules, not both");
-  std::string lib = library_path();
-  if (lib.empty()) {
-    std::fprintf(stderr, "gpusleep: cannot find libgpusleep.so; set GPUSLEEP_LIBRARY\n");
-    return 1;
-  }
-  const char* old = std::getenv("LD_PRELOAD");
-  std::string preload = lib + (old && *old ? ":" + std::string(old) : "");
-  setenv("LD_PRELOAD", preload.c_str(), 1);
-  if (a.tag_option) setenv("GPUSLEEP_DEFAULT_TAG", a.tag_option->c_str(), 1);
-  if (a.policy) setenv("GPUSLEEP_POLICY", a.policy->c_str(), 1);
-  if (a.log_level) setenv("GPUSLEEP_LOG_LEVEL", a.log_level->c_str(), 1);
-  if (a.preset) setenv("GPUSLEEP_RULES", preset_path(*a.preset).c_str(), 1);
-  if (a.rules_file) {
-    char real[PATH_MAX];
-    if (::realpath(a.rules_file->c_str(), real) == nullptr) {
-      std::fprintf(stderr, "gpusleep: cannot read %s: %s\n", a.rules_file->c_str(),
-                   strerror(errno));
-      return 1;
-    }
-    setenv("GPUSLEEP_RULES", real, 1);
-  }
-  std::vector<char*> argv;
-  for (const auto& s : a.run_command)
-    argv.push_back(const_cast<char*>(s.c_str()));
-  argv.push_back(nullptr);
-  ::execvp(argv[0], argv.data());
-  std::fprintf(stderr, "gpusleep: cannot run %s: %s\n", argv[0], strerror(errno));
-  return 127;
-}
-
-int cmd_ps(const Args& a) {
-  std::vector<std::string> removed;
-  std::string dir = default_runtime_dir();
-  std::vector<ProcessEntry> live = find_processes(dir, true, &removed);
-  std::vector<Target> targets;
-  for (const auto& p : live)
-    targets.push_back(Target{p.pid, p.socket});
-  std::vector<Outcome> outcomes = call_all(targets, protocol::make_request("status"), a.timeout_ms);
-  if (a.json) {
-    Json list = Json::array();
-    for (std::size_t i = 0; i < targets.size(); ++i) {
-      Json entry = outcomes[i].transport_ok ? outcomes[i].reply : Json::object();
-      entry["pid"] = targets[i].pid;
-      entry["socket"] = targets[i].socket;
-      list.push_back(entry);
-    }
-    std::printf("%s\n", Json{{"processes", list}, {"removed_stale", removed}}
-                            .dump(2, ' ', false, Json::error_handler_t::replace)
-                            .c_str());
-    return 0;
-  }
-  for (const auto& r : removed)
-    std::fprintf(stderr, "removed stale socket %s\n", r.c_str());
-  if (targets.empty()) {
-    std::printf("no process is running with gpusleep (sockets in %s)\n", dir.c_str());
-    return 0;
-  }
-  std::vector<std::pair<int, Json>> statuses;
-  for (std::size_t i = 0; i < targets.size(); ++i) {
-    const Outcome& o = outcomes[i];
-    statuses.emplace_back(targets[i].pid, o.transport_ok && o.reply.value("ok", false)
-                                              ? o.reply["result"]
-                                              : Json::object());
-  }
-  std::fputs(format_ps(statuses).c_str(), stdout);
-  return 0;
+std::optional<std::string> given(const std::string& s) {
+  return s.empty() ? std::nullopt : std::optional<std::string>(s);
 }
 
 Json tags_field(const std::vector<std::string>& tags) {
   return tags.empty() ? Json::object() : Json{{"tags", tags}};
 }
 
-int run_command(const Args& a) {
-  if (a.command == "run") return cmd_run(a);
-  if (a.command == "ps") return cmd_ps(a);
+// Builds the command line into `app`, storing what it parses into `p`.
+void build(CLI::App& app, Parsed& p) {
+  app.set_version_flag("--version", std::string("gpusleep ") + kVersionString,
+                       "print the version and exit");
+  app.add_flag("--print-library", p.print_library,
+               "print the path of libgpusleep.so (for LD_PRELOAD) and exit");
+  app.footer(kFooter);
+  app.require_subcommand(0, 1);
 
-  Json request;
-  std::function<std::string(int, const Json&)> human;
-  if (a.command == "status") {
-    if (!a.positional.empty()) usage_error("status takes no arguments");
-    request = protocol::make_request("status");
-    human = format_status;
-  } else if (a.command == "regions") {
-    Json fields = tags_field(a.positional);
-    if (a.stacks) fields["stacks"] = true;
-    if (a.group) fields["group"] = true;
-    if (a.depth != 1) {
-      if (!a.group) usage_error("--depth goes with --group");
-      fields["depth"] = a.depth;
-    }
-    request = protocol::make_request("regions", fields);
-    human = format_regions;
-  } else if (a.command == "retag") {
-    if (a.positional.size() != 1) usage_error("retag takes one tag");
-    if ((a.ids ? 1 : 0) + (a.range ? 1 : 0) + (a.call_site ? 1 : 0) != 1) {
-      usage_error("retag needs one of --id, --range and --call-site");
-    }
-    Json fields{{"tag", a.positional[0]}};
-    if (a.ids) {
-      Json ids = Json::array();
-      std::string rest = *a.ids;
-      while (!rest.empty()) {
-        std::string one = rest.substr(0, rest.find(','));
-        rest = rest.find(',') == std::string::npos ? "" : rest.substr(rest.find(',') + 1);
-        long id = 0;
-        if (!parse_int(one, 1, LONG_MAX, &id)) usage_error("--id takes region ids: N[,N...]");
-        ids.push_back(static_cast<std::uint64_t>(id));
-      }
-      fields["ids"] = ids;
-    } else if (a.range) {
-      std::size_t dash = a.range->find('-');
-      if (dash == std::string::npos) usage_error("--range takes START-END (addresses)");
-      fields["range"] = {{"start", a.range->substr(0, dash)}, {"end", a.range->substr(dash + 1)}};
-    } else {
-      fields["call_site"] = *a.call_site;
-    }
-    request = protocol::make_request("retag", fields);
-    human = format_retag;
-  } else if (a.command == "rules") {
-    const std::string action = a.positional.empty() ? "show" : a.positional[0];
-    Json fields{{"action", action}};
-    if (action == "set") {
-      if (a.positional.size() != 2) usage_error("rules set takes a file");
-      Json parsed = Json::parse(read_file_or_exit(a.positional[1]), nullptr, false);
-      if (parsed.is_discarded()) {
-        std::fprintf(stderr, "gpusleep: %s is not valid JSON\n", a.positional[1].c_str());
-        return 1;
-      }
-      fields["rules"] = parsed;
-    } else if (a.positional.size() > 1 ||
-               (action != "show" && action != "reload" && action != "clear")) {
-      usage_error("rules takes show, set FILE, reload or clear");
-    }
-    request = protocol::make_request("rules", fields);
-    human = format_rules;
-  } else if (a.command == "sleep") {
-    Json fields = tags_field(a.positional);
-    if (a.policy) fields["policy"] = *a.policy;
-    if (a.no_gate) fields["gate"] = false;
-    request = protocol::make_request("sleep", fields);
-    human = [](int pid, const Json& r) { return format_sleep_wake(pid, "slept", r); };
-  } else if (a.command == "wake") {
-    if (a.policy) usage_error("wake takes no --policy");
-    request = protocol::make_request("wake", tags_field(a.positional));
-    human = [](int pid, const Json& r) { return format_sleep_wake(pid, "woke", r); };
-  } else if (a.command == "tag") {
-    if (a.positional.size() > 1) usage_error("tag takes one tag");
-    if (a.clear && !a.positional.empty()) usage_error("give a tag or --clear, not both");
-    Json fields = Json::object();
-    if (a.clear) fields["clear"] = true;
-    if (!a.positional.empty()) fields["tag"] = a.positional[0];
-    request = protocol::make_request("tag", fields);
-    human = format_tag;
-  } else if (a.command == "policy") {
-    if (a.positional.size() > 2) usage_error("policy takes a tag and a policy");
-    Json fields = Json::object();
-    if (!a.positional.empty()) fields["tag"] = a.positional[0];
-    if (a.positional.size() == 2) fields["policy"] = a.positional[1];
-    request = protocol::make_request("policy", fields);
-    human = format_policy;
-  } else {
-    usage_error("unknown command '" + a.command + "'");
+  auto target = [&](CLI::App* c, bool select = true) {
+    add_target_options(c, &p.target, &p.pid, &p.socket, &p.job, select);
+  };
+
+  CLI::App* run = app.add_subcommand(
+      "run",
+      "Start CMD with the library preloaded: gpusleep run [OPTIONS] [--] CMD [ARGS...]. A Python "
+      "command with no --preset and no --rules gets --preset auto.");
+  run->add_option("--tag", p.run_tag, "tag for allocations no rule tags (default: default)")
+      ->type_name("TAG");
+  run->add_option("--policy", p.run_policy, "per-tag policies, e.g. weights=offload")
+      ->type_name("TAG=POLICY,...");
+  run->add_option("--preset", p.run.presets,
+                  "tagging rules shipped for pytorch, transformers, vllm, sglang, nccl; repeat to "
+                  "combine (in order); auto: all of them; none: no rules")
+      ->type_name("NAME")
+      ->allow_extra_args(false);
+  run->add_option("--rules", p.run_rules, "tagging rules from FILE (docs/tagging.md)")
+      ->type_name("FILE");
+  run->add_option("--log-level", p.run_log_level, "error, warn, info or debug")->type_name("LEVEL");
+  run->prefix_command();
+
+  CLI::App* ps = app.add_subcommand(
+      "ps",
+      "List the processes running with the library: pid, parent, devices, regions, bytes "
+      "resident and asleep, command line.");
+  target(ps, false);
+
+  CLI::App* status = app.add_subcommand(
+      "status",
+      "Per tag: policy, state, regions, bytes resident and asleep, host mirror bytes, "
+      "last sleep and wake durations; devices.");
+  target(status);
+
+  CLI::App* regions =
+      app.add_subcommand("regions", "Every region: address, size, device, tag, state, call site.");
+  regions->add_option("tags", p.tags, "only these tags")->type_name("TAG");
+  regions->add_flag("--stacks", p.stacks, "each region's Python and native frames");
+  auto* group = regions->add_flag("--group", p.group, "regions and bytes per call site");
+  regions->add_option("--depth", p.depth, "call sites of the innermost N Python frames")
+      ->type_name("N")
+      ->check(CLI::Range(1, 64))
+      ->needs(group);
+  target(regions);
+
+  CLI::App* retag = app.add_subcommand("retag", "Give regions the tag TAG.");
+  retag->add_option("tag", p.words, "the new tag")->type_name("TAG")->required()->expected(1);
+  retag->add_option("--id", p.ids, "regions by id")->type_name("N[,N...]");
+  retag->add_option("--range", p.range, "regions within addresses")->type_name("START-END");
+  retag->add_option("--call-site", p.call_site, "regions whose call site matches")
+      ->type_name("REGEX");
+  target(retag);
+
+  CLI::App* sleep = app.add_subcommand(
+      "sleep",
+      "Copy out (offload) or drop (discard) the TAGs' contents and release their GPU memory; no "
+      "TAG: every tag. The process's GPU work waits until wake.");
+  sleep->add_option("tags", p.tags, "the tags to sleep (default: all)")->type_name("TAG");
+  sleep->add_option("--policy", p.policy, "override the tags' policies")
+      ->type_name("offload|discard");
+  sleep->add_flag("--no-gate", p.no_gate,
+                  "let the process's GPU work go on (it must leave the TAGs' memory alone)");
+  auto* sleep_progress = sleep->add_flag(
+      "--progress", p.progress,
+      "show bytes, rate and time left on stderr (default: when stderr is a terminal)");
+  sleep->add_flag("--no-progress", p.no_progress, "show no progress")->excludes(sleep_progress);
+  target(sleep);
+
+  CLI::App* wake = app.add_subcommand(
+      "wake",
+      "Map GPU memory back at the same addresses and restore contents; no TAG: every tag. All "
+      "or nothing.");
+  wake->add_option("tags", p.tags, "the tags to wake (default: all)")->type_name("TAG");
+  auto* on = wake->add_flag("--progress", p.progress,
+                            "show bytes, rate and time left on stderr (default: when stderr is a "
+                            "terminal)");
+  wake->add_flag("--no-progress", p.no_progress, "show no progress")->excludes(on);
+  target(wake);
+
+  CLI::App* tag =
+      app.add_subcommand("tag", "Tag later allocations TAG (phase tagging); no TAG: show the tag.");
+  tag->add_option("tag", p.words, "the phase tag")->type_name("TAG")->expected(0, 1);
+  tag->add_flag("--clear", p.clear, "clear the phase tag");
+  target(tag);
+
+  CLI::App* policy =
+      app.add_subcommand("policy", "Show the per-tag policies, or set TAG's to POLICY.");
+  policy->add_option("tag_policy", p.words, "TAG [offload|discard]")
+      ->type_name("TAG [POLICY]")
+      ->expected(0, 2);
+  target(policy);
+
+  CLI::App* rules = app.add_subcommand(
+      "rules",
+      "Show the tagging rules (show), replace them with FILE's (set FILE), read the process's "
+      "GPUSLEEP_RULES file again (reload), or drop them (clear).");
+  rules->add_option("action", p.words, "show | set FILE | reload | clear")
+      ->type_name("ACTION [FILE]")
+      ->expected(0, 2);
+  target(rules);
+
+  CLI::App* help = app.add_subcommand("help", "Show the help of COMMAND, or this text.");
+  help->add_option("command", p.words, "a command")->type_name("COMMAND")->expected(0, 1);
+}
+
+// Runs the parsed command; returns the exit status.
+int dispatch(CLI::App& app, Parsed& p) {
+  if (p.pid > 0) p.target.pid = p.pid;
+  if (p.job > 0) p.target.job = p.job;
+  if (!p.socket.empty()) p.target.socket = p.socket;
+  const TargetOptions& t = p.target;
+  std::vector<CLI::App*> chosen = app.get_subcommands();
+  if (chosen.empty()) {
+    if (p.print_library) return print_library();
+    std::fputs(app.help().c_str(), stderr);
+    std::fputs("\ngpusleep: no command given\n", stderr);
+    return kExitUsage;
   }
-  std::vector<Target> targets = resolve_targets(a);
-  return report(targets, call_all(targets, request, a.timeout_ms), a.json, human);
+  if (p.print_library) throw UsageError("--print-library goes alone");
+  const std::string name = chosen[0]->get_name();
+  auto read = [&](const Json& request, const std::function<std::string(int, const Json&)>& human) {
+    return talk(t, request, kReadTimeoutS, human);
+  };
+  auto change = [&](const Json& request, const std::function<std::string(int, const Json&)>& h) {
+    return talk(t, request, -1, h);
+  };
+  if (name == "help") {
+    if (p.words.empty()) {
+      std::fputs(app.help().c_str(), stdout);
+      return kExitOk;
+    }
+    if (std::find(kCommands.begin(), kCommands.end(), p.words[0]) == kCommands.end()) {
+      unknown_command(p.words[0]);
+    }
+    std::fputs(app.get_subcommand(p.words[0])->help("gpusleep").c_str(), stdout);
+    return kExitOk;
+  }
+  if (name == "run") {
+    p.run.tag = given(p.run_tag);
+    p.run.policy = given(p.run_policy);
+    p.run.log_level = given(p.run_log_level);
+    p.run.rules_file = given(p.run_rules);
+    for (const std::string& a : chosen[0]->remaining())
+      p.run.command.push_back(a);
+    return run(p.run);
+  }
+  if (name == "ps") return cmd_ps(t);
+  if (name == "status") return read(protocol::make_request("status"), format_status);
+  if (name == "regions") {
+    Json fields = tags_field(p.tags);
+    if (p.stacks) fields["stacks"] = true;
+    if (p.group) fields["group"] = true;
+    if (p.depth != 1) fields["depth"] = p.depth;
+    return read(protocol::make_request("regions", fields), format_regions);
+  }
+  if (name == "retag") {
+    return change(retag_request(p.words[0], given(p.ids), given(p.range), given(p.call_site)),
+                  format_retag);
+  }
+  if (name == "sleep" || name == "wake") {
+    const bool sleep = name == "sleep";
+    Json fields = tags_field(p.tags);
+    if (!p.policy.empty()) fields["policy"] = p.policy;
+    if (p.no_gate) fields["gate"] = false;
+    const bool progress = p.progress || (!p.no_progress && progress_default());
+    return sleep_wake(t, sleep, protocol::make_request(name, fields), progress);
+  }
+  if (name == "tag") {
+    if (p.clear && !p.words.empty()) throw UsageError("give a tag or --clear, not both");
+    Json fields = Json::object();
+    if (p.clear) fields["clear"] = true;
+    if (!p.words.empty()) fields["tag"] = p.words[0];
+    Json request = protocol::make_request("tag", fields);
+    return fields.empty() ? read(request, format_tag) : change(request, format_tag);
+  }
+  if (name == "policy") {
+    Json fields = Json::object();
+    if (!p.words.empty()) fields["tag"] = p.words[0];
+    if (p.words.size() == 2) fields["policy"] = p.words[1];
+    Json request = protocol::make_request("policy", fields);
+    return p.words.size() == 2 ? change(request, format_policy) : read(request, format_policy);
+  }
+  if (name == "rules") {
+    Json request = rules_request(p.words);
+    return p.words.empty() || p.words[0] == "show" ? read(request, format_rules)
+                                                   : change(request, format_rules);
+  }
+  unknown_command(name);
+}
+
+int main_impl(int argc, char** argv) {
+  // The first word that is not an option names the command: a typo gets a suggestion rather
+  // than a parser's complaint about an unexpected argument.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto first = std::find_if(args.begin(), args.end(),
+                            [](const std::string& a) { return a.empty() || a[0] != '-'; });
+  if (first != args.end() &&
+      std::find(kCommands.begin(), kCommands.end(), *first) == kCommands.end()) {
+    unknown_command(*first);
+  }
+  // run's program follows "--": everything after it is the program's, options included.
+  std::vector<std::string> program;
+  if (first != args.end() && *first == "run") {
+    auto dashes = std::find(first, args.end(), "--");
+    if (dashes != args.end()) {
+      program.assign(dashes + 1, args.end());
+      if (program.empty()) throw UsageError("run needs a command after --");
+      args.erase(dashes, args.end());
+    }
+  }
+  CLI::App app{"gpusleep: put the GPU memory of running programs to sleep and wake it.",
+               "gpusleep"};
+  Parsed p;
+  build(app, p);
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string where = first != args.end() ? " " + *first : "";
+    std::fprintf(stderr, "gpusleep%s: %s\n(gpusleep%s --help for usage)\n", where.c_str(), e.what(),
+                 where.c_str());
+    return kExitUsage;
+  }
+  if (!program.empty()) {
+    if (!app.get_subcommand("run")->remaining().empty()) {
+      throw UsageError("give the program after --, or without --, not both");
+    }
+    p.run.command = program;
+  }
+  return dispatch(app, p);
 }
 
 }  // namespace
@@ -521,9 +383,12 @@ int run_command(const Args& a) {
 
 int main(int argc, char** argv) {
   try {
-    return gpusleep::cli::run_command(gpusleep::cli::parse_args(argc, argv));
+    return gpusleep::cli::main_impl(argc, argv);
+  } catch (const gpusleep::cli::UsageError& e) {
+    std::fprintf(stderr, "gpusleep: %s\n(gpusleep --help for usage)\n", e.what());
+    return gpusleep::cli::kExitUsage;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpusleep: %s\n", e.what());
-    return 1;
+    return gpusleep::cli::kExitFailed;
   }
 }

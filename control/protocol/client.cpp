@@ -2,6 +2,7 @@
 #include "protocol/client.h"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -17,7 +18,9 @@ Client::~Client() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-std::unique_ptr<Client> Client::connect(const std::string& path, std::string* error) {
+std::unique_ptr<Client> Client::connect(const std::string& path, std::string* error,
+                                        bool* untrusted) {
+  if (untrusted != nullptr) *untrusted = false;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) {
@@ -38,6 +41,24 @@ std::unique_ptr<Client> Client::connect(const std::string& path, std::string* er
     } else {
       *error = "cannot connect to " + path + ": " + strerror(e);
     }
+    return nullptr;
+  }
+  // A socket someone else listens on answers whatever its owner likes: a spoofed status, or
+  // nothing at all. Only this user's processes and root's are ours to talk to.
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    int e = errno;
+    ::close(fd);
+    *error = "cannot check who listens on " + path + ": " + strerror(e);
+    return nullptr;
+  }
+  if (cred.uid != ::getuid() && cred.uid != 0) {
+    ::close(fd);
+    *error = "the process listening on " + path + " (pid " + std::to_string(cred.pid) +
+             ") runs as uid " + std::to_string(cred.uid) + ", not as this user (" +
+             std::to_string(::getuid()) + ") or root; not talking to it";
+    if (untrusted != nullptr) *untrusted = true;
     return nullptr;
   }
   return std::unique_ptr<Client>(new Client(fd));
@@ -70,20 +91,33 @@ bool Client::call(const protocol::Json& request, protocol::Json* reply, std::str
   return protocol::parse_reply(line, reply, error);
 }
 
+bool trusted_runtime_dir(const std::string& dir, std::string* error) {
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0 && errno == ENOENT) return true;
+  if (ensure_private_dir(dir, false, error)) return true;
+  *error += "; not using it (the library refuses it too)";
+  return false;
+}
+
 std::vector<ProcessEntry> find_processes(const std::string& dir, bool clean,
-                                         std::vector<std::string>* removed) {
+                                         std::vector<std::string>* removed, std::string* error) {
   std::vector<ProcessEntry> live;
   std::string why;
-  const bool may_clean = clean && ensure_private_dir(dir, false, &why);
+  if (!trusted_runtime_dir(dir, &why)) {
+    if (error != nullptr) *error = why;
+    return live;
+  }
   for (const SocketEntry& s : list_sockets(dir)) {
     bool alive = process_alive(s.pid);
+    bool untrusted = false;
     if (alive) {
-      std::string error;
-      alive = Client::connect(s.path, &error) != nullptr;
+      std::string reason;
+      alive = Client::connect(s.path, &reason, &untrusted) != nullptr;
     }
-    if (alive) {
+    if (alive || untrusted) {
+      // A listener of another user is listed, so that talking to it fails with the reason.
       live.push_back(ProcessEntry{s.pid, s.path});
-    } else if (may_clean && ::unlink(s.path.c_str()) == 0 && removed != nullptr) {
+    } else if (clean && ::unlink(s.path.c_str()) == 0 && removed != nullptr) {
       removed->push_back(s.path);
     }
   }

@@ -18,8 +18,11 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Connects to the control socket at `path`. Null with the reason in *error.
-  static std::unique_ptr<Client> connect(const std::string& path, std::string* error);
+  // Connects to the control socket at `path` and checks who listens there: a process of this
+  // user or of root (SO_PEERCRED). Null with the reason in *error; *untrusted (when given) is set
+  // when the connection was made but the listener belongs to another user.
+  static std::unique_ptr<Client> connect(const std::string& path, std::string* error,
+                                         bool* untrusted = nullptr);
 
   // Sends `request` and waits for its reply, at most `timeout_ms` (negative: no limit; a sleep of
   // many GiB takes seconds). Returns false with the reason in *error on a transport failure or a
@@ -38,10 +41,17 @@ struct ProcessEntry {
   std::string socket;
 };
 
-// The processes with a live control socket in `dir`, by pid. Sockets whose process is gone (or
-// that refuse connections) are removed when `clean` and `dir` is private to this user; their
-// paths are added to *removed.
+// Whether clients may trust the runtime directory `dir`: it is missing (no process runs), or it is
+// a directory of this user that no one else can write, as the library requires of it
+// (ensure_private_dir). False with the reason in *error: a directory another user made may hold
+// their sockets, and talking to those would take their replies for our processes'.
+bool trusted_runtime_dir(const std::string& dir, std::string* error);
+
+// The processes with a live control socket in `dir`, by pid: nothing unless trusted_runtime_dir
+// (then *error, when given, says why). Sockets whose process is gone (or that refuse
+// connections) are removed when `clean`; their paths are added to *removed.
 std::vector<ProcessEntry> find_processes(const std::string& dir, bool clean,
-                                         std::vector<std::string>* removed);
+                                         std::vector<std::string>* removed,
+                                         std::string* error = nullptr);
 
 }  // namespace gpusleep

@@ -8,7 +8,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import EmulatedCase, Host, fake_free_bytes  # noqa: E402
+from harness import EmulatedCase, Host, fake_free_bytes, only_result  # noqa: E402
 from test_emulated import MiB  # noqa: E402
 
 DRIVER_HOST = os.environ["GPUSLEEP_TEST_DRIVER_HOST"]
@@ -65,10 +65,10 @@ class DriverPaths(EmulatedCase):
                 pitch = int(h.send("pitch p 1000 300 12").split()[1])
                 self.assertEqual(pitch, 1024)
                 _, regions, _ = self.cli("regions", "--pid", str(h.pid))
-                self.assertEqual(len(regions["result"]["regions"]), 2)
+                self.assertEqual(len(only_result(regions)["regions"]), 2)
                 self.assertLess(self.free(), baseline)
                 _, out, _ = self.cli("sleep", "--pid", str(h.pid))
-                self.assertEqual(out["result"]["copied_bytes"], 32 * MiB + 1024 * 300)  # 4 KiB pages
+                self.assertEqual(only_result(out)["copied_bytes"], 32 * MiB + 1024 * 300)  # 4 KiB pages
                 self.assertEqual(self.free(), baseline)  # every byte released, seen from outside
                 self.cli("wake", "--pid", str(h.pid))
                 self.assertEqual(h.send("check a"), "OK")
@@ -77,23 +77,23 @@ class DriverPaths(EmulatedCase):
                 h.send("free p")
                 self.assertEqual(self.free(), baseline)
                 _, regions, _ = self.cli("regions", "--pid", str(h.pid))
-                self.assertEqual(regions["result"]["regions"], [])
+                self.assertEqual(only_result(regions)["regions"], [])
                 h.close()
 
     def unsleepable(self, h):
         _, status, _ = self.cli("status", "--pid", str(h.pid))
-        return {u["kind"]: (u["allocations"], u["bytes"]) for u in status["result"]["unsleepable"]}
+        return {u["kind"]: (u["allocations"], u["bytes"]) for u in only_result(status)["unsleepable"]}
 
     def test_the_programs_own_virtual_memory_sleeps_and_wakes_behind_its_handle(self):
         h = self.start_driver_host("dlsym")
         baseline = self.free()
         h.send("vmm v 16777216")
         _, regions, _ = self.cli("regions", "--pid", str(h.pid))
-        (region,) = regions["result"]["regions"]
+        (region,) = only_result(regions)["regions"]
         self.assertTrue(region["adopted"])
         self.assertEqual(self.unsleepable(h)["application_vmm"], (0, 0))
         _, out, _ = self.cli("sleep", "--pid", str(h.pid))
-        self.assertEqual(out["result"]["bytes"], 16 * MiB)
+        self.assertEqual(only_result(out)["bytes"], 16 * MiB)
         self.assertEqual(self.free(), baseline)  # released, seen from outside
         self.assertEqual(h.send("kernel 0 v"), "OK 0")
         self.assertEqual(h.send("vmmaccess v"), "OK 800")  # refused while asleep, no fault
@@ -109,7 +109,7 @@ class DriverPaths(EmulatedCase):
         h.send("vmmunmap v")
         self.assertEqual(self.free(), baseline)  # nothing leaked
         _, regions, _ = self.cli("regions", "--pid", str(h.pid))
-        self.assertEqual(regions["result"]["regions"], [])
+        self.assertEqual(only_result(regions)["regions"], [])
 
     def test_unmapping_asleep_program_memory_leaves_it_released(self):
         h = self.start_driver_host("getproc")
@@ -120,9 +120,9 @@ class DriverPaths(EmulatedCase):
         h.send("vmmunmap v")
         self.assertEqual(self.free(), baseline)
         _, regions, _ = self.cli("regions", "--pid", str(h.pid))
-        self.assertEqual(regions["result"]["regions"], [])
+        self.assertEqual(only_result(regions)["regions"], [])
         _, out, _ = self.cli("wake", "--pid", str(h.pid))
-        self.assertEqual(out["result"]["bytes"], 0)
+        self.assertEqual(only_result(out)["bytes"], 0)
 
     def test_memory_that_cannot_sleep_is_reported_and_left_working(self):
         h = self.start_driver_host("getproc", env=dict(self.env, GPUSLEEP_LOG_LEVEL="info"))
@@ -136,7 +136,7 @@ class DriverPaths(EmulatedCase):
         self.assertEqual(u["passthrough"], (0, 0))
         self.assertIn("exported to another process", h.stderr())
         _, out, _ = self.cli("sleep", "--pid", str(h.pid))
-        self.assertEqual(out["result"]["bytes"], 4 * MiB)  # only the region
+        self.assertEqual(only_result(out)["bytes"], 4 * MiB)  # only the region
         self.assertEqual(h.send("kernel 0 shared"), "OK 1")
         self.cli("wake", "--pid", str(h.pid))
         for name in ("a", "s", "shared"):
@@ -173,7 +173,7 @@ class DriverPaths(EmulatedCase):
         self.assertEqual(h.send("kernel 0 after"), "OK 1")  # and to new ones
         self.assertEqual(h.send("kernel 1 after"), "OK 1")
         _, status, _ = self.cli("status", "--pid", str(h.pid), env=env)
-        self.assertEqual(status["result"]["peers"], [{"accessor": 0, "owner": 1}])
+        self.assertEqual(only_result(status)["peers"], [{"accessor": 0, "owner": 1}])
         self.cli("sleep", "--pid", str(h.pid), env=env)
         self.assertEqual(h.send("kernel 0 before"), "OK 0")
         self.cli("wake", "--pid", str(h.pid), env=env)
@@ -193,12 +193,12 @@ class DriverPaths(EmulatedCase):
             hosts.append(h)
         awake = [fake_free_bytes(self.smi, env, d) for d in (0, 1)]
         _, out, _ = self.cli("sleep", "--all", env=env)
-        by_pid = {r["pid"]: r for r in out}
+        by_pid = {r["pid"]: r for r in out["processes"]}
         self.assertEqual([by_pid[h.pid]["result"]["bytes"] for h in hosts], [8 * MiB, 12 * MiB])
         self.assertEqual([fake_free_bytes(self.smi, env, d) - awake[d] for d in (0, 1)],
                          [8 * MiB, 12 * MiB])
         _, status, _ = self.cli("status", "--pid", str(hosts[1].pid), env=env)
-        self.assertEqual([d["device"] for d in status["result"]["devices"]], [1])
+        self.assertEqual([d["device"] for d in only_result(status)["devices"]], [1])
         self.cli("wake", "--all", env=env)
         self.assertEqual([fake_free_bytes(self.smi, env, d) for d in (0, 1)], awake)
         for device, h in enumerate(hosts):

@@ -14,7 +14,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import EmulatedCase, fake_free_bytes, run_cli  # noqa: E402
+from harness import (EmulatedCase, fake_free_bytes, only_error, only_result,  # noqa: E402
+                     run_cli)
 
 CLI = os.environ["GPUSLEEP_TEST_CLI"]
 FAKE_DIR = os.environ["GPUSLEEP_TEST_FAKE_DIR"]
@@ -30,13 +31,13 @@ class Emulated(EmulatedCase):
         h.send("alloc odd 3000000 2")
         free_awake = self.free()
         _, out, _ = self.cli("sleep", "--pid", str(h.pid))
-        r = out["result"]
+        r = only_result(out)
         self.assertEqual(r["bytes"], 64 * MiB + 4 * MiB)  # device memory: 2 MiB granules
         self.assertEqual(r["copied_bytes"], 64 * MiB + 3002368)  # host copies: 4 KiB pages
         self.assertEqual(self.free() - free_awake, r["bytes"])
         self.assertEqual(h.send("touch w"), "OK touch w fault")
         _, status, _ = self.cli("status", "--pid", str(h.pid))
-        tags = {t["tag"]: t for t in status["result"]["tags"]}
+        tags = {t["tag"]: t for t in only_result(status)["tags"]}
         self.assertEqual(tags["weights"]["state"], "asleep")
         self.assertEqual(tags["weights"]["asleep_bytes"], r["bytes"])
         self.assertEqual(tags["weights"]["mirror_bytes"], r["copied_bytes"])
@@ -44,7 +45,7 @@ class Emulated(EmulatedCase):
         self.assertIsNotNone(tags["weights"]["last_sleep_ms"])
 
         _, out, _ = self.cli("wake", "--pid", str(h.pid))
-        self.assertEqual(out["result"]["bytes"], r["bytes"])
+        self.assertEqual(only_result(out)["bytes"], r["bytes"])
         self.assertEqual(self.free(), free_awake)
         self.assertTrue(h.send("touch w").startswith("OK touch w read"))
         self.assertEqual(h.send("check w"), "OK check w match")
@@ -55,11 +56,11 @@ class Emulated(EmulatedCase):
         h.send("alloc kv 16777216 5")
         free_awake = self.free()
         _, out, _ = self.cli("sleep")  # the only process: no --pid needed
-        self.assertEqual(out["result"]["discarded_bytes"], 16 * MiB)
-        self.assertEqual(out["result"]["tags"][0]["policy"], "discard")
+        self.assertEqual(only_result(out)["discarded_bytes"], 16 * MiB)
+        self.assertEqual(only_result(out)["tags"][0]["policy"], "discard")
         self.assertEqual(self.free() - free_awake, 16 * MiB)
         _, status, _ = self.cli("status")
-        self.assertEqual(status["result"]["tags"][0]["mirror_bytes"], 0)
+        self.assertEqual(only_result(status)["tags"][0]["mirror_bytes"], 0)
         self.cli("wake")
         self.assertEqual(h.send("zero kv"), "OK zero kv yes")
         h.send("alloc kv2 4194304 6")
@@ -73,24 +74,24 @@ class Emulated(EmulatedCase):
         self.cli("tag", "cuda_graph")
         h.send("alloc g 4194304 3")
         _, out, _ = self.cli("tag", "--clear")
-        self.assertEqual(out["result"]["effective_tag"], "weights")
+        self.assertEqual(only_result(out)["effective_tag"], "weights")
         h.send("alloc w2 2097152 4")
         h.send("compute g w w2")
         free_awake = self.free()
         # --no-gate: the program's GPU work on the other tags goes on while kv_cache sleeps.
         _, out, _ = self.cli("sleep", "kv_cache", "--no-gate")
-        self.assertEqual(out["result"]["bytes"], 32 * MiB)
+        self.assertEqual(only_result(out)["bytes"], 32 * MiB)
         self.assertEqual(self.free() - free_awake, 32 * MiB)
         self.assertEqual(h.send("touch kv"), "OK touch kv fault")
         self.assertEqual(h.send("check w"), "OK check w match")
         self.assertEqual(h.send("check w2"), "OK check w2 match")
         _, regions, _ = self.cli("regions")
         by_tag = {}
-        for reg in regions["result"]["regions"]:
+        for reg in only_result(regions)["regions"]:
             by_tag.setdefault(reg["tag"], []).append(reg["state"])
         self.assertEqual(by_tag, {"weights": ["awake", "awake"], "kv_cache": ["asleep"],
                                   "cuda_graph": ["awake"]})
-        self.assertTrue(all(reg["call_site"] for reg in regions["result"]["regions"]))
+        self.assertTrue(all(reg["call_site"] for reg in only_result(regions)["regions"]))
         self.cli("wake", "kv_cache")
         self.assertEqual(h.send("zero kv"), "OK zero kv yes")  # kv_cache discards by default
 
@@ -113,7 +114,7 @@ class Emulated(EmulatedCase):
             free_held = fake_free_bytes(SMI, env)
             rc, out, err = self.cli("wake", ok=False, env=env)
             self.assertEqual(rc, 1)
-            e = out["error"]
+            e = only_error(out)
             self.assertEqual(e["code"], "out_of_memory")
             self.assertEqual(e["needed_bytes"], 128 * MiB)
             self.assertEqual(e["free_bytes"], free_held)
@@ -135,15 +136,15 @@ class Emulated(EmulatedCase):
         h = self.start(tag="weights")
         h.send("alloc w 4194304 1")
         _, out, _ = self.cli("wake")
-        self.assertEqual(out["result"]["noop"], ["weights"])
+        self.assertEqual(only_result(out)["noop"], ["weights"])
         self.cli("sleep")
         _, out, _ = self.cli("sleep", "weights")
-        self.assertEqual(out["result"]["regions"], 0)
-        self.assertEqual(out["result"]["noop"], ["weights"])
+        self.assertEqual(only_result(out)["regions"], 0)
+        self.assertEqual(only_result(out)["noop"], ["weights"])
         rc, out, _ = self.cli("sleep", "nosuch", ok=False)
-        self.assertEqual((rc, out["error"]["code"]), (1, "unknown_tag"))
+        self.assertEqual((rc, only_error(out)["code"]), (1, "unknown_tag"))
         rc, out, _ = self.cli("sleep", "--policy", "sometimes", ok=False)
-        self.assertEqual((rc, out["error"]["code"]), (1, "invalid_argument"))
+        self.assertEqual((rc, only_error(out)["code"]), (1, "invalid_argument"))
         self.cli("wake")
         self.assertEqual(h.send("check w"), "OK check w match")
 
@@ -158,20 +159,22 @@ class Emulated(EmulatedCase):
         self.assertEqual(self.free(), free0 - 8 * MiB)
         self.assertEqual(h.send("check v"), "OK check v match")
         _, status, _ = self.cli("status")
-        self.assertEqual(status["result"]["totals"]["regions"], 1)
-        self.assertEqual(status["result"]["totals"]["mirror_bytes"], 8 * MiB)
+        self.assertEqual(only_result(status)["totals"]["regions"], 1)
+        self.assertEqual(only_result(status)["totals"]["mirror_bytes"], 8 * MiB)
 
     def test_all_processes_sleep_and_wake_in_parallel(self):
         hosts = [self.start(tag="weights") for _ in range(3)]
         for i, h in enumerate(hosts):
             h.send(f"alloc w 16777216 {i}")
-        rc, _, err = run_cli(CLI, ["status"], self.env)
+        rc, out, _ = run_cli(CLI, ["status"], self.env)
         self.assertEqual(rc, 2, "several processes: status must ask which one")
-        self.assertIn("--all", err)
+        self.assertEqual(only_error(out)["code"], "several_processes")
+        self.assertIn("--all", only_error(out)["message"])
+        self.assertEqual(sorted(only_error(out)["pids"]), sorted(h.pid for h in hosts))
         free_awake = self.free()
         _, out, _ = self.cli("sleep", "--all")
-        self.assertEqual(sorted(e["pid"] for e in out), sorted(h.pid for h in hosts))
-        self.assertTrue(all(e["ok"] for e in out))
+        self.assertEqual(sorted(e["pid"] for e in out["processes"]), sorted(h.pid for h in hosts))
+        self.assertEqual(out["errors"], [])
         self.assertEqual(self.free() - free_awake, 3 * 16 * MiB)
         self.cli("wake", "--all")
         for h in hosts:
@@ -246,7 +249,7 @@ class Emulated(EmulatedCase):
         deadline = time.time() + 30
         while True:
             _, status, _ = self.cli("status", env=env)
-            if status["result"]["tags"][0]["state"] == "asleep":
+            if only_result(status)["tags"][0]["state"] == "asleep":
                 break
             self.assertLess(time.time(), deadline, "the abandoned sleep never completed")
             time.sleep(0.1)
@@ -262,10 +265,9 @@ class Emulated(EmulatedCase):
         # half-done state.
         cmd = [CLI, "sleep", "--pid", str(h.pid), "--json"]
         procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-        results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
-        self.assertTrue(all(r["ok"] for r in results), results)
-        self.assertEqual(sorted(r["result"]["regions"] for r in results), [0, 1])
-        self.assertEqual(sorted(r["result"]["noop"] for r in results), [[], ["weights"]])
+        results = [only_result(json.loads(p.communicate(timeout=60)[0])) for p in procs]
+        self.assertEqual(sorted(r["regions"] for r in results), [0, 1])
+        self.assertEqual(sorted(r["noop"] for r in results), [[], ["weights"]])
         # A controller killed while its wake runs: the wake completes (or never started).
         p = subprocess.Popen([CLI, "wake", "--pid", str(h.pid)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -275,7 +277,7 @@ class Emulated(EmulatedCase):
         deadline = time.time() + 30
         while True:
             _, status, _ = self.cli("status", "--pid", str(h.pid), env=env)
-            state = status["result"]["tags"][0]["state"]
+            state = only_result(status)["tags"][0]["state"]
             if state in ("awake", "asleep"):
                 break
             self.assertLess(time.time(), deadline)
@@ -361,9 +363,14 @@ class Emulated(EmulatedCase):
         os.chmod(sock, 0o666)
         p = other("sleep")
         self.assertEqual(p.returncode, 1)
-        self.assertEqual(json.loads(p.stdout)["error"]["code"], "permission_denied")
-        _, status, _ = self.cli("status", "--pid", str(h.pid))
-        self.assertEqual({t["tag"]: t["state"] for t in status["result"]["tags"]}["weights"], "awake")
+        self.assertEqual(only_error(json.loads(p.stdout))["code"], "permission_denied")
+        # This user's CLI no longer trusts the opened directory either; named by its socket,
+        # the process (its own user's) still answers.
+        rc, status, _ = self.cli("status", "--pid", str(h.pid), ok=False)
+        self.assertEqual((rc, only_error(status)["code"]), (1, "untrusted"))
+        _, status, _ = self.cli("status", "--socket", sock)
+        self.assertEqual({t["tag"]: t["state"] for t in only_result(status)["tags"]}["weights"],
+                         "awake")
         self.assertEqual(h.send("check w"), "OK check w match")
         # A runtime directory that belongs to someone else is refused; the program runs on.
         theirs = os.path.join(self.tmp.name, "theirs")

@@ -11,7 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import EmulatedCase, run_cli  # noqa: E402
+from harness import EmulatedCase, only_error, only_result, run_cli  # noqa: E402
 
 CLI = os.environ["GPUSLEEP_TEST_CLI"]
 DRIVER_HOST = os.environ["GPUSLEEP_TEST_DRIVER_HOST"]
@@ -42,7 +42,7 @@ class Gate(EmulatedCase):
 
     def gate(self, h):
         _, status, _ = self.cli("status", "--pid", str(h.pid))
-        return status["result"]["gate"]
+        return only_result(status)["gate"]
 
     def workload(self, h):
         h.send("alloc a 8388608 1")
@@ -97,8 +97,8 @@ class Gate(EmulatedCase):
         self.assertEqual(h.send("launch out a b", timeout=30).split()[2], expected)
         self.assertEqual(self.free(), free_awake)
         _, status, _ = self.cli("status", "--pid", str(h.pid))
-        self.assertEqual({t["state"] for t in status["result"]["tags"] if t["regions"]}, {"awake"})
-        g = status["result"]["gate"]
+        self.assertEqual({t["state"] for t in only_result(status)["tags"] if t["regions"]}, {"awake"})
+        g = only_result(status)["gate"]
         self.assertEqual((g["mode"], g["closed"], g["wakes_on_demand"]), ("wake", False, 1))
 
     def test_wake_on_demand_retries_while_memory_is_held_elsewhere(self):
@@ -125,8 +125,8 @@ class Gate(EmulatedCase):
         time.sleep(0.2)
         rc, out, err = self.cli("sleep", "--pid", str(h.pid), ok=False)
         self.assertNotEqual(rc, 0)
-        self.assertEqual(out["error"]["code"], "gpu_busy")
-        self.assertIn("cudaLaunchKernel", out["error"]["message"])
+        self.assertEqual(only_error(out)["code"], "gpu_busy")
+        self.assertIn("cudaLaunchKernel", only_error(out)["message"])
         self.assertEqual(self.free(), free_awake)  # nothing was put to sleep
         self.assertEqual(h.expect("OK", timeout=30), "OK slow")
         self.assertFalse(self.gate(h)["closed"])

@@ -12,7 +12,8 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
-from harness import EmulatedCase, Host  # noqa: E402  (puts the package under test on the path)
+# harness puts the package under test on the path.
+from harness import EmulatedCase, Host, only_error, only_result  # noqa: E402
 import gpusleep as gs  # noqa: E402
 from test_emulated import MiB  # noqa: E402
 
@@ -106,7 +107,7 @@ class Tagging(EmulatedCase):
         self.assertIn(" < __main__:run_step (", scratch[0]["call_site"])
         # The CLI shows the same.
         _, out, _ = self.cli("regions", "--pid", str(h.pid), "--group", "--depth", "2")
-        self.assertEqual(out["result"]["groups"], groups)
+        self.assertEqual(only_result(out)["groups"], groups)
 
         result = proc.retag("activations", call_site="run_step")
         self.assertEqual((result["regions"], result["bytes"]), (3, 6 * MiB))
@@ -174,7 +175,7 @@ class Tagging(EmulatedCase):
         with open(self.rules_path, "w") as f:
             f.write("{not json")
         _, out, _ = self.cli("rules", "reload", "--pid", str(h.pid), ok=False)
-        self.assertEqual(out["error"]["code"], "invalid_rules")
+        self.assertEqual(only_error(out)["code"], "invalid_rules")
         self.assertEqual([x["name"] for x in proc.rules()["rules"]], ["scratch"])
         self.assertIsNotNone(proc.rules("clear"))
         self.assertEqual(proc.rules()["rules"], [])

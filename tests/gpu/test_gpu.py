@@ -10,8 +10,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import (Host, have_gpu, nvidia_free_bytes, read_progress, run_cli,  # noqa: E402
-                     wait_progress)
+from harness import (Host, have_gpu, nvidia_free_bytes, only_result, read_progress,  # noqa: E402
+                     run_cli, wait_progress)
 
 CLI = os.environ.get("GPUSLEEP_TEST_CLI", "")
 GRAPH_PROGRAM = os.environ.get("GPUSLEEP_TEST_GRAPH_PROGRAM", "")
@@ -56,7 +56,7 @@ class GpuTest(unittest.TestCase):
         """Sleeps, checks from outside that the driver's free memory rose by >= 99% of the
         released bytes, and returns the reply's result."""
         free_before = nvidia_free_bytes()
-        result = self.cli("sleep", "--pid", str(pid), *args)["result"]
+        result = only_result(self.cli("sleep", "--pid", str(pid), *args))
         free_asleep = nvidia_free_bytes()
         released = result["bytes"]
         self.assertGreater(released, 0)
@@ -66,7 +66,7 @@ class GpuTest(unittest.TestCase):
         return result
 
     def tag_states(self, pid):
-        status = self.cli("status", "--pid", str(pid))["result"]
+        status = only_result(self.cli("status", "--pid", str(pid)))
         return {t["tag"]: t for t in status["tags"]}
 
     def need_python_module(self, module):
@@ -88,17 +88,17 @@ class GpuTest(unittest.TestCase):
         are reported as such, and every answer after wake is bit-identical. Returns the status
         taken before the first sleep."""
         self.verified(host)
-        status = self.cli("status", "--pid", str(host.pid))["result"]
+        status = only_result(self.cli("status", "--pid", str(host.pid)))
         managed = status["totals"]["bytes"]
         unsleepable = {u["kind"]: u["bytes"] for u in status["unsleepable"]}
         for cycle in range(1, cycles + 1):
             free_before = nvidia_free_bytes()
-            slept = self.cli("sleep", "--pid", str(host.pid))["result"]
+            slept = only_result(self.cli("sleep", "--pid", str(host.pid)))
             freed = nvidia_free_bytes() - free_before
             self.assertEqual(slept["bytes"], managed)
             self.assertGreaterEqual(freed, 0.99 * managed - (2 << 20),
                                     f"freed {freed} of {managed} bytes")
-            woke = self.cli("wake", "--pid", str(host.pid))["result"]
+            woke = only_result(self.cli("wake", "--pid", str(host.pid)))
             self.assertEqual(woke["bytes"], managed)
             self.verified(host)
             summary(f"{label} cycle {cycle}: slept {managed / GiB:.2f} GiB in regions (driver saw "
@@ -119,7 +119,7 @@ class GraphProgram(GpuTest):
             tags = self.tag_states(host.pid)
             self.assertEqual(tags["weights"]["state"], "asleep")
             self.assertEqual(tags["weights"]["resident_bytes"], 0)
-            woke = self.cli("wake", "--pid", str(host.pid))["result"]
+            woke = only_result(self.cli("wake", "--pid", str(host.pid)))
             self.assertEqual(woke["bytes"], slept["bytes"])
             self.assertIn("inputs=match graph=match", host.send("verify"))
             summary(f"graph-program cycle {cycle}: slept {slept['bytes'] / GiB:.2f} GiB "
@@ -129,7 +129,7 @@ class GraphProgram(GpuTest):
                     f"buffers and graph replay bit-identical")
         # A sleeping tag sleeps no further; an awake one wakes no further.
         self.cli("sleep", "--pid", str(host.pid))
-        again = self.cli("sleep", "--pid", str(host.pid))["result"]
+        again = only_result(self.cli("sleep", "--pid", str(host.pid)))
         self.assertEqual(again["regions"], 0)
         self.assertIn("weights", again["noop"])
         self.cli("wake", "--pid", str(host.pid))
@@ -163,7 +163,7 @@ class TorchProgram(GpuTest):
 
         # 1. Everything offloaded: outputs bit-identical.
         slept = self.sleep_and_check_release(host.pid, "--policy", "offload")
-        woke = self.cli("wake", "--pid", str(host.pid))["result"]
+        woke = only_result(self.cli("wake", "--pid", str(host.pid)))
         self.assertEqual(host.send("verify"), "OK verify weights=match output=match")
         summary(f"torch all-offload: slept {slept['bytes'] / GiB:.2f} GiB (driver saw "
                 f"{slept['freed_bytes'] / GiB:.2f} GiB freed) in {slept['duration_ms']:.1f} ms; "
@@ -243,7 +243,7 @@ class TorchExpandableSegments(GpuTest):
         host.send("go", expect="READY", timeout=300)
         status = self.cycle_program(host, "torch expandable_segments")
         self.assertGreaterEqual(status["totals"]["bytes"], 2 * GiB)
-        regions = self.cli("regions", "--pid", str(host.pid))["result"]["regions"]
+        regions = only_result(self.cli("regions", "--pid", str(host.pid)))["regions"]
         self.assertTrue(any(r["adopted"] for r in regions))
         unsleepable = {u["kind"]: u["bytes"] for u in status["unsleepable"]}
         self.assertLess(unsleepable["application_vmm"], 64 << 20)
@@ -259,13 +259,13 @@ class TransformersServer(GpuTest):
         tags = self.tag_states(host.pid)
         for t in ("weights", "kv_cache", "cuda_graph"):
             self.assertGreater(tags.get(t, {}).get("bytes", 0), 0, f"no {t} regions: {tags}")
-        regions = self.cli("regions", "--pid", str(host.pid))["result"]["regions"]
+        regions = only_result(self.cli("regions", "--pid", str(host.pid)))["regions"]
         kv = [r for r in regions if r["tag"] == "kv_cache"]
         self.assertTrue(all(r["rule"] == "kv caches" for r in kv), kv[:3])
         # The KV cache alone: exactly its bytes are freed, seen from outside.
         kv_bytes = tags["kv_cache"]["bytes"]
         free_before = nvidia_free_bytes()
-        slept = self.cli("sleep", "--pid", str(host.pid), "kv_cache")["result"]
+        slept = only_result(self.cli("sleep", "--pid", str(host.pid), "kv_cache"))
         freed = nvidia_free_bytes() - free_before
         self.assertEqual(slept["bytes"], kv_bytes)
         self.assertEqual(slept["discarded_bytes"], kv_bytes)  # kv_cache discards by default
@@ -276,7 +276,7 @@ class TransformersServer(GpuTest):
         slept = self.sleep_and_check_release(host.pid)
         self.cli("wake", "--pid", str(host.pid))
         self.assertEqual(host.send("generate"), f"OK tokens={tokens}")
-        groups = self.cli("regions", "--pid", str(host.pid), "--group")["result"]["groups"]
+        groups = only_result(self.cli("regions", "--pid", str(host.pid), "--group"))["groups"]
         summary(f"transformers server ({ready.split()[2]}) under --preset transformers: "
                 + ", ".join(f"{t} {tags[t]['bytes'] / GiB:.2f} GiB in {tags[t]['regions']} regions"
                             for t in ("weights", "kv_cache", "cuda_graph"))
@@ -304,17 +304,17 @@ class GateUnderLoad(GpuTest):
         it, _ = wait_progress(progress, 10)
         for cycle in (1, 2, 3):
             free_before = nvidia_free_bytes()
-            slept = self.cli("sleep", "--pid", str(host.pid))["result"]
+            slept = only_result(self.cli("sleep", "--pid", str(host.pid)))
             freed = nvidia_free_bytes() - free_before
             self.assertGreaterEqual(freed, 0.99 * slept["bytes"] - (2 << 20))
             time.sleep(0.3)
             frozen, _ = read_progress(progress)
             time.sleep(1.0)
             self.assertEqual(read_progress(progress)[0], frozen, "GPU work ran while asleep")
-            status = self.cli("status", "--pid", str(host.pid))["result"]
+            status = only_result(self.cli("status", "--pid", str(host.pid)))
             self.assertTrue(status["gate"]["closed"])
             self.assertGreaterEqual(status["gate"]["waiting"], 1)
-            woke = self.cli("wake", "--pid", str(host.pid))["result"]
+            woke = only_result(self.cli("wake", "--pid", str(host.pid)))
             it, bad = wait_progress(progress, frozen + 20)
             self.assertEqual(bad, 0)
             summary(f"gate under load cycle {cycle}: slept {slept['bytes'] / GiB:.2f} GiB while the "
@@ -322,7 +322,7 @@ class GateUnderLoad(GpuTest):
                     f"{slept['duration_ms']:.1f} ms (drain and sync {slept['sync_ms']:.1f} ms); "
                     f"no progress while asleep; woke in {woke['duration_ms']:.1f} ms; "
                     f"{it} iterations, 0 mismatches")
-        gate = self.cli("status", "--pid", str(host.pid))["result"]["gate"]
+        gate = only_result(self.cli("status", "--pid", str(host.pid)))["gate"]
         self.assertEqual(host.send("exit", expect="DONE").split()[2], "mismatches=0")
         summary(f"gate under load: {gate['calls']} gated calls from {gate['threads']} threads, "
                 f"{gate['waits']} waited, the longest {gate['longest_wait_ms']:.0f} ms; "
@@ -335,13 +335,13 @@ class GateUnderLoad(GpuTest):
         host = self.start_busy(progress, gib=1.0)
         it, _ = wait_progress(progress, 10)
         free_before = nvidia_free_bytes()
-        slept = self.cli("sleep", "--pid", str(host.pid))["result"]
+        slept = only_result(self.cli("sleep", "--pid", str(host.pid)))
         # Iterations counted from here ran after the sleep: each one woke the program or
         # followed a wake.
         frozen, _ = read_progress(progress)
         it, bad = wait_progress(progress, frozen + 20)
         self.assertEqual(bad, 0)
-        status = self.cli("status", "--pid", str(host.pid))["result"]
+        status = only_result(self.cli("status", "--pid", str(host.pid)))
         self.assertEqual({t["state"] for t in status["tags"] if t["regions"]}, {"awake"})
         self.assertGreaterEqual(status["gate"]["wakes_on_demand"], 1)
         self.assertLess(abs(nvidia_free_bytes() - free_before), 64 << 20)

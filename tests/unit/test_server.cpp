@@ -225,9 +225,10 @@ TEST_CASE("the CLI drives a real server: status, sleep, wake, tag, errors and ex
   std::tie(rc, out) = run_cli(dir, "sleep --json");
   CHECK(rc == 0);
   Json j = Json::parse(out);
-  CHECK(j["ok"] == true);
-  CHECK(j["pid"] == static_cast<int>(getpid()));
-  CHECK(j["result"]["bytes"] == 4 * kMiB);
+  CHECK(j["errors"].empty());
+  REQUIRE(j["processes"].size() == 1);
+  CHECK(j["processes"][0]["pid"] == static_cast<int>(getpid()));
+  CHECK(j["processes"][0]["result"]["bytes"] == 4 * kMiB);
   CHECK(engine.regions()[0].state == RegionState::kAsleep);
 
   std::tie(rc, out) = run_cli(dir, "sleep");
@@ -259,7 +260,7 @@ TEST_CASE("the CLI drives a real server: status, sleep, wake, tag, errors and ex
   CHECK(rc == 2);
   std::tie(rc, out) = run_cli(dir, "--help");
   CHECK(rc == 0);
-  CHECK(out.find("usage: gpusleep") != std::string::npos);
+  CHECK(out.find("Usage: gpusleep") != std::string::npos);
   std::tie(rc, out) = run_cli(dir, "status --pid abc");
   CHECK(rc == 2);
   std::tie(rc, out) = run_cli(dir, "status --pid 999999999");
