@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cli/cli.h"
 #include "cli/format.h"
@@ -95,26 +96,30 @@ class Progress {
 
  private:
   // Asks each process for its status on a connection of its own, as long as the operation runs.
-  // A process whose status waits for the operation makes this thread wait too; the display goes
-  // on without it.
+  // A process that does not answer within a second answers status only after the operation: it
+  // is asked no more, so that no more than one connection waits in it.
   void poll() {
     const Json request = protocol::make_request("status");
-    while (!stopping()) {
+    std::vector<Target> asked = targets_;
+    while (!stopping() && !asked.empty()) {
       std::uint64_t done = 0;
       bool known = false;
-      for (const Outcome& o : call_all(targets_, request, 1000)) {
-        if (!o.answered || !o.reply.value("ok", false) || !o.reply.contains("result")) continue;
+      std::vector<Outcome> outcomes = call_all(asked, request, 1000);
+      std::vector<Target> answering;
+      for (std::size_t i = 0; i < outcomes.size(); ++i) {
+        const Outcome& o = outcomes[i];
+        if (!o.answered) continue;
+        answering.push_back(asked[i]);
+        if (!o.reply.value("ok", false) || !o.reply.contains("result")) continue;
         const Json& result = o.reply["result"];
         auto op = result.find("operation");
         if (op == result.end() || !op->is_object()) continue;
         known = true;
         done += number(*op, "done_bytes");
       }
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (known) done_bytes_ = done;
-      }
+      asked = answering;
       std::unique_lock<std::mutex> lock(mu_);
+      if (known) done_bytes_ = done;
       wake_.wait_for(lock, std::chrono::milliseconds(250), [this] { return done_; });
     }
   }
