@@ -37,8 +37,8 @@ def main():
               "running on the emulated driver")
         gpu = False
 
-    def show(*cli_args):
-        print(f"\n$ gpusleep {' '.join(cli_args)}")
+    def show(*cli_args, why):
+        print(f"\n{why}\n$ gpusleep {' '.join(cli_args)}")
         p = subprocess.run([cli, *cli_args], env=env, capture_output=True, text=True)
         sys.stdout.write(p.stdout + p.stderr)
         if p.returncode != 0:
@@ -47,12 +47,13 @@ def main():
     if gpu:
         name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
                               capture_output=True, text=True).stdout.strip()
-        print(f"== gpusleep demo on {name} ==")
+        print(f"\n== on {name} ==")
         free = nvidia_free_bytes
         argv = [graph_program, "--mib", str(args.mib), "--chunks", "4"]
     else:
-        print("== gpusleep demo: no GPU on this machine, so the library runs over the emulated "
-              "CUDA driver (device memory kept in host memory; same library, same CLI) ==")
+        print("\n== no GPU on this machine: the library runs over the emulated CUDA driver the tests "
+              "use (device memory kept in host memory; the same library, the same gpusleep "
+              "command) ==")
         env.update(LD_LIBRARY_PATH=os.path.join(args.build, "fake"),
                    FAKECUDA_STATE=os.path.join(tmp.name, "gpu-state"),
                    FAKECUDA_MEMORY=str(4 * GiB))
@@ -60,42 +61,51 @@ def main():
         free = lambda: fake_free_bytes(smi, env)  # noqa: E731
         argv = [os.path.join(args.build, "tests", "e2e", "emulated_host")]
 
-    print(f"\n1. Start an unmodified program under the library:\n$ gpusleep run --tag weights -- "
+    print(f"\n1. Start an unmodified CUDA program with the library preloaded; every allocation it "
+          f"makes is tagged 'weights':\n$ gpusleep run --tag weights -- "
           f"{' '.join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in argv)}")
     host = Host(cli, argv, env, tag="weights")
     try:
         if gpu:
             ready = host.expect("READY", timeout=300)
             nbytes = int(re.search(r"bytes=(\d+)", ready).group(1))
-            print(f"   the program allocated {gib(nbytes)} with cudaMalloc, filled it by kernel "
-                  "and captured a CUDA graph")
+            print(f"   The program allocated {gib(nbytes)} with cudaMalloc, filled it with kernels "
+                  "and captured a CUDA graph over it.")
         else:
             host.expect("READY")
             for i, size in enumerate((512 << 20, 256 << 20, 3_000_000)):
                 host.send(f"alloc buf{i} {size} {i + 1}")
-            print("   the program allocated 3 buffers (768 MiB and change) with cudaMalloc and "
-                  "filled them")
-        show("status")
+            print("   The program allocated three buffers with cudaMalloc (512 MiB, 256 MiB and "
+                  "3,000,000 bytes) and filled each with its own pattern.")
+        show("status", why="2. Ask the program, from another process, what the library manages in "
+             "it: per tag, the policy (offload: copied to host memory while asleep), the state, "
+             "the regions and their bytes:")
         free_awake = free()
-        show("sleep")
+        show("sleep", why="3. Put it to sleep: the contents are copied to host memory and the GPU "
+             "memory is given back to the driver:")
         free_asleep = free()
-        print(f"   device free memory, read from outside the process: {gib(free_awake)} -> "
-              f"{gib(free_asleep)} (+{gib(free_asleep - free_awake)})")
+        print(f"   The device's free memory, read from outside the program: {gib(free_awake)} "
+              f"before, {gib(free_asleep)} now (+{gib(free_asleep - free_awake)}).")
         if not gpu:
-            print(f"   the program touching its memory now: {host.send('touch buf0')} "
-                  "(an asleep range faults)")
-        show("status")
-        show("wake")
-        print(f"   device free memory: {gib(free())}")
-        print("\n2. The program checks its data:")
+            reply = host.send("touch buf0")
+            print(f"   The memory is really gone: the program reading buf0 directly now faults "
+                  f"(its reply: \"{reply}\"). A CUDA call the program made now would wait for the "
+                  "wake instead.")
+        show("status", why="4. The status again: the tag is asleep, its bytes held in the host "
+             "mirror:")
+        show("wake", why="5. Wake it: new GPU memory is mapped at the same addresses and the "
+             "contents copied back:")
+        print(f"   The device's free memory is back to {gib(free())}.")
+        print("\n6. The program checks its data, byte for byte:")
         if gpu:
-            print("   " + host.send("verify"))
+            print(f"   {host.send('verify')}  (every buffer as written, and the graph replays "
+                  "to the same result)")
         else:
             for i in range(3):
-                print("   " + host.send(f"check buf{i}"))
+                print(f"   {host.send(f'check buf{i}')}  (buf{i}: every byte as before)")
     finally:
         host.close()
-    print("\ndone: the program never knew.")
+    print("\nDone: the program's memory slept and woke at the same addresses, and it never knew.")
 
 
 if __name__ == "__main__":
