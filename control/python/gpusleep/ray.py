@@ -229,13 +229,19 @@ def _dispatch(requests, alive, start, deadline, op):
             break
         _, pending = ray.wait(pending, num_returns=len(pending), timeout=left)
     still = set(pending)
+    ready = [ref for ref in refs.values() if ref not in still]
+    try:  # one fetch for all; a failed node's ref raises, and then each is fetched alone
+        answers = dict(zip(ready, ray.get(ready, timeout=5.0)))
+    except Exception:  # noqa: BLE001
+        answers = {}
     out = {}
     for node, ref in refs.items():
-        out[node] = _collect(node, ref, ref in still, alive, deadline - start, op)
+        out[node] = _collect(node, ref, ref in still, answers.get(ref), alive, deadline - start,
+                             op)
     return out
 
 
-def _collect(node, ref, unanswered, alive, budget, op):
+def _collect(node, ref, unanswered, answer, alive, budget, op):
     result = NodeResult(node, alive.get(node, ""))
     if unanswered:
         try:
@@ -251,7 +257,7 @@ def _collect(node, ref, unanswered, alive, budget, op):
                                     f"({budget:.1f} s)")}
         return result
     try:
-        answer = ray.get(ref, timeout=5.0)
+        answer = answer if answer is not None else ray.get(ref, timeout=5.0)
     except Exception as e:  # noqa: BLE001 - the node's failure is its entry
         _forget_agent(node)  # dead with its node, or broken: the next call makes a new one
         gone = node not in _alive_nodes()
