@@ -365,14 +365,15 @@ def _exact(op, pids_by_node, args, deadline, then=None):
     {node: {pid: actor}}, args) on each node after it."""
     start = time.monotonic()
     alive = _alive_nodes()
+    budget = deadline - min(2.0, deadline * MARGIN)
     requests = {}
     for node, pids in pids_by_node.items():
-        requests.setdefault(node, {"phases": [], "timeout": deadline * (1 - MARGIN)})
+        requests.setdefault(node, {"phases": [], "timeout": budget})
         requests[node]["phases"].append(_phase(op, {"pids": pids}, args))
     if then is not None:
         then_op, then_pids, then_args = then
         for node, pids in then_pids.items():
-            requests.setdefault(node, {"phases": [], "timeout": deadline * (1 - MARGIN)})
+            requests.setdefault(node, {"phases": [], "timeout": budget})
             requests[node]["phases"].append(_phase(then_op, {"pids": pids}, then_args))
     result = Result(op if then is None else f"{op}+{then[0]}")
     dead = [n for n in requests if n not in alive]
