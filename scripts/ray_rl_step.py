@@ -20,7 +20,7 @@ child process, which needs the memory the rollout held.
       141 GB GPU. Needs a build tree (build/, or GPUSLEEP_LIBRARY), torch and transformers.
 
 Prints one line per step and "RL-STEP OK" at the end; exits 1 if any output changed or a call
-failed.
+failed, 77 without Ray or (--gpu) without a GPU.
 """
 import argparse
 import os
@@ -32,7 +32,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "control", "python"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "ray"))
 
-import ray  # noqa: E402
+try:
+    import ray
+except ImportError:
+    print("ray is not installed (scripts/setup-ray.sh installs it)")
+    sys.exit(77)
 from ray.util.placement_group import placement_group  # noqa: E402
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # noqa: E402
 
