@@ -22,6 +22,7 @@ status and sleep sent directly over the socket. Prints one JSON line per size an
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -150,6 +151,7 @@ def main():
             p.kill()
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{'nodes':>6} {'status ms':>10} {'sleep ms':>9} {'slowest node task':>18} "
           f"{'slowest process':>16} {'overhead ms (p90)':>18} {'beyond node task':>17}")
     for r in results:
