@@ -3,7 +3,7 @@
 
 #include <cstdio>
 
-#include "base/units.h"
+#include "base/bytes.h"
 
 namespace gpusleep::cli {
 namespace {

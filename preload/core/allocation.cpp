@@ -2,8 +2,8 @@
 // a controller moves other tags.
 #include "core/allocation.h"
 
+#include "base/clock.h"
 #include "base/log.h"
-#include "base/units.h"
 #include "core/engine_parts.h"
 
 namespace gpusleep {

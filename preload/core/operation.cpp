@@ -1,7 +1,7 @@
 // The start sleep and wake share.
 #include "core/operation.h"
 
-#include "base/units.h"
+#include "base/clock.h"
 #include "core/engine_parts.h"
 
 namespace gpusleep {

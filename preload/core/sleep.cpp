@@ -3,8 +3,9 @@
 #include <chrono>
 #include <map>
 
+#include "base/bytes.h"
+#include "base/clock.h"
 #include "base/log.h"
-#include "base/units.h"
 #include "core/engine_parts.h"
 #include "core/operation.h"
 

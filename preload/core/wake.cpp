@@ -4,8 +4,9 @@
 #include <algorithm>
 #include <map>
 
+#include "base/bytes.h"
+#include "base/clock.h"
 #include "base/log.h"
-#include "base/units.h"
 #include "core/engine_parts.h"
 #include "core/handle_maker.h"
 #include "core/operation.h"

@@ -1,22 +1,13 @@
-// Small helpers shared by the library and the CLI: clocks and human-readable sizes.
+// Human-readable byte sizes, shared by the library's messages and the CLI's output.
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <string>
 
 namespace gpusleep {
 
-inline double monotonic_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-inline double wall_seconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-// "16.00 GiB", "2.00 MiB", "512 B".
+// "16.00 GiB", "2.00 MiB", "512 B": powers of 1024, two decimals past bytes, up to TiB.
 inline std::string format_bytes(std::size_t bytes) {
   static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(bytes);
