@@ -11,12 +11,26 @@ method, over several cycles:
   relaunch    kill the server, trainer, start it again (process start to first token)
   checkpoint  the driver's checkpoint: cuCheckpointProcessLock/Checkpoint, trainer,
               cuCheckpointProcessRestore/Unlock
+  swap        the full RL loop (scripts/colocate/turns.py): the server and a long-lived trainer
+              both under gpusleep take turns; each hand-over is one gpusleep.swap (one sleeps
+              while the other wakes into the memory it releases)
+  sequential  the same loop, each hand-over a sleep and then a wake
+
+For swap and sequential the card must not hold both awake: their server keeps its 36 layers
+(about 20 GiB of weights) but has an 80 GiB KV cache (about 118 GiB with its graph and work
+memory, which grow with the cache), against a trainer of 8 GiB of weights (model, gradients,
+Adam state; offloaded), a 20 GiB replay buffer (offloaded) and its steps' activations
+(discarded): about 34 GiB, together more than a 139.8 GiB H200. The run records both sizes and
+warns when they would fit together. The trainer must go on exactly as one that never slept (the
+same parameter checksum and losses after every train as a reference run at the start); the
+summary ends with swap's cycle as a ratio of sequential's, measured in the same run.
 
 Each cycle checks the server generates the same tokens afterwards. Reported per method: time to
 free the GPU, time to serve again (restore and a first prefill), GPU memory still used while the
 server is out, host memory the server holds meanwhile. Writes JSON after each method and a PNG.
 
-  scripts/colocate.py --build BUILD --out DIR [--methods gpusleep,refit,relaunch,checkpoint]
+  scripts/colocate.py --build BUILD --out DIR
+                      [--methods gpusleep,refit,relaunch,checkpoint,swap,sequential]
                       [--cycles 3] [--merge OTHER.json ...]
 """
 import argparse
@@ -35,7 +49,11 @@ from harness import Host, nvidia_free_bytes, only_result, rss_bytes, run_cli  # 
 SERVER = os.path.join(ROOT, "scripts", "colocate", "server.py")
 TRAINER = os.path.join(ROOT, "scripts", "colocate", "trainer.py")
 GiB = 1 << 30
-METHODS = ("gpusleep", "refit", "relaunch", "checkpoint")
+METHODS = ("gpusleep", "refit", "relaunch", "checkpoint", "swap", "sequential")
+TURNS = ("swap", "sequential")
+# (layers, KV GiB) of the server: the hand-off methods', and the turn-taking ones' (a card that
+# cannot hold server and trainer awake together).
+SERVER_SHAPE = {"hand-off": (36, 40.0), "turns": (36, 80.0)}
 
 
 def total_bytes():
@@ -82,7 +100,13 @@ class Bench:
         self.tmp = tempfile.TemporaryDirectory()
         self.cli = os.path.join(args.build, "bin", "gpusleep")
         self.env = dict(os.environ, GPUSLEEP_RUNTIME_DIR=os.path.join(self.tmp.name, "run"))
-        self.server_args = ["--layers", str(args.layers), "--kv-gib", str(args.kv_gib)]
+        self.trainer_reference = None
+
+    def server_args(self, method):
+        layers, kv = SERVER_SHAPE["turns" if method in TURNS else "hand-off"]
+        layers = self.args.layers if self.args.layers is not None else layers
+        kv = self.args.kv_gib if self.args.kv_gib is not None else kv
+        return ["--layers", str(layers), "--kv-gib", str(kv)]
 
     def gs(self, *argv):
         rc, out, err = run_cli(self.cli, list(argv), self.env)
@@ -92,11 +116,12 @@ class Bench:
 
     def start_server(self, managed, extra=()):
         t = time.perf_counter()
+        server_args = self.server_args(self.method)
         if managed:
-            h = Host(self.cli, [sys.executable, SERVER] + self.server_args, self.env,
+            h = Host(self.cli, [sys.executable, SERVER] + server_args, self.env,
                      extra=["--preset", "transformers"] + list(extra))
         else:
-            h = Host(sys.executable, [SERVER] + self.server_args, self.env, raw=True)
+            h = Host(sys.executable, [SERVER] + server_args, self.env, raw=True)
         line = h.expect("READY", timeout=900)
         return h, fields(line), time.perf_counter() - t
 
@@ -248,13 +273,19 @@ class Bench:
 
     def run(self):
         self.baseline = used_bytes()
-        result = {"gpu_total_bytes": total_bytes(), "baseline_used_bytes": self.baseline,
+        self.total = total_bytes()
+        result = {"gpu_total_bytes": self.total, "baseline_used_bytes": self.baseline,
                   "cycles": self.args.cycles, "trainer_gib": self.args.trainer_gib,
                   "context_bytes": self.context_bytes(), "methods": {}}
         for m in self.args.methods:
             print(f"== {m}", flush=True)
+            self.method = m
             try:
-                if m in ("gpusleep", "refit"):
+                if m in TURNS:
+                    sys.path.insert(0, os.path.dirname(SERVER))
+                    from turns import Turns
+                    info, cycles = Turns(self, m, sys.modules[__name__]).run()
+                elif m in ("gpusleep", "refit"):
                     info, cycles = self.run_gpusleep(m == "refit")
                 elif m == "relaunch":
                     info, cycles = self.run_relaunch()
@@ -295,7 +326,22 @@ def summarize(result):
         o = rows.get(other, {}).get("cycle_s")
         if g and o:
             rows.setdefault("ratios", {})[f"{other}_over_gpusleep"] = o / g
+    s, q = rows.get("swap", {}).get("cycle_s"), rows.get("sequential", {}).get("cycle_s")
+    if s and q:
+        rows.setdefault("ratios", {})["swap_over_sequential"] = s / q
     return rows
+
+
+def headline(summary):
+    """The lines a run ends with: each method's median cycle, and swap against sequential."""
+    lines = [f"{m}: cycle {summary[m]['cycle_s']:.2f} s (free {summary[m]['free_s']:.2f} s, "
+             f"serve again {summary[m]['serve_s']:.2f} s)"
+             for m in METHODS if "cycle_s" in summary.get(m, {})]
+    r = summary.get("ratios", {}).get("swap_over_sequential")
+    if r is not None:
+        lines.append(f"swap's cycle is {r:.2f}x sequential's ({summary['swap']['cycle_s']:.2f} s "
+                     f"against {summary['sequential']['cycle_s']:.2f} s, same run)")
+    return lines
 
 
 def plot(result, summary, path):
@@ -305,7 +351,7 @@ def plot(result, summary, path):
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib not available: no plot")
-        return
+        return False
     methods = [m for m in METHODS if m in summary and "free_s" in summary[m]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     x = range(len(methods))
@@ -317,7 +363,9 @@ def plot(result, summary, path):
     ax1.set_xticklabels(methods)
     ax1.set_ylabel("seconds (median of cycles, log scale)")
     ax1.legend(fontsize=8)
-    ax1.set_title("handing the GPU to the trainer and back")
+    ratio = summary.get("ratios", {}).get("swap_over_sequential")
+    ax1.set_title("handing the GPU to the trainer and back" +
+                  (f"\n(swap's cycle: {ratio:.2f}x sequential's)" if ratio is not None else ""))
     ax2.bar([i - 0.2 for i in x], [summary[m]["gpu_held_gib"] for m in methods], 0.4,
             label="GPU memory still used while out")
     ax2.bar([i + 0.2 for i in x], [summary[m]["host_rss_asleep_gib"] for m in methods], 0.4,
@@ -330,25 +378,44 @@ def plot(result, summary, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"plot written to {path}")
+    return True
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build")
     ap.add_argument("--out", default="colocate-results")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--cycles", type=int, default=3)
-    ap.add_argument("--layers", type=int, default=36)
-    ap.add_argument("--kv-gib", type=float, default=40.0)
-    ap.add_argument("--trainer-gib", type=float, default=62.0)
+    ap.add_argument("--layers", type=int, default=None,
+                    help="the server's layers (default 36)")
+    ap.add_argument("--kv-gib", type=float, default=None,
+                    help="the server's KV cache (default 40; 80 for swap and sequential)")
+    ap.add_argument("--trainer-gib", type=float, default=62.0,
+                    help="the one-shot trainer's GPU memory (gpusleep, refit, relaunch, "
+                         "checkpoint)")
+    ap.add_argument("--replay-gib", type=float, default=20.0,
+                    help="the long-lived trainer's replay buffer (swap, sequential)")
+    ap.add_argument("--train-steps", type=int, default=3,
+                    help="the long-lived trainer's steps per turn (swap, sequential)")
+    ap.add_argument("--swap-wait", type=float, default=60.0,
+                    help="seconds a swap's wake waits for the memory the sleep releases")
     ap.add_argument("--merge", nargs="*", default=[],
                     help="only merge these JSON results (and this run's, if any) and plot")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.build = os.path.abspath(args.build)
     args.methods = [m for m in args.methods.split(",") if m]
     for m in args.methods:
         if m not in METHODS:
-            ap.error(f"unknown method {m}")
+            ap.error(f"unknown method {m} (known: {', '.join(METHODS)})")
+    if args.cycles < 1:
+        ap.error("--cycles must be at least 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.merge:
         result = None
         for path in args.merge:
@@ -366,6 +433,8 @@ def main():
     with open(os.path.join(args.out, "colocate.json"), "w") as f:
         json.dump(result, f, indent=2)
     print(json.dumps(summary, indent=2))
+    for line in headline(summary):
+        print(line)
     plot(result, summary, os.path.join(args.out, "colocate.png"))
 
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds the library with this machine's compiler and runs the co-location benchmark
 # (scripts/colocate.py) on its GPU: JSON and a PNG in $OUT (default colocate-results/).
-#   scripts/colocate.sh [--methods gpusleep,refit,relaunch,checkpoint] [--cycles 3] ...
+#   scripts/colocate.sh [--methods gpusleep,refit,relaunch,checkpoint,swap,sequential] [--cycles 3] ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-$PWD/colocate-results}
