@@ -1,15 +1,11 @@
-// Options, policies and logging: parsing, rejection of bad values, documentation coverage, and
-// the bound on log lines.
+// Options: parsing from the environment, rejection of bad values, documentation coverage.
 #include <catch2/catch.hpp>
 
-#include <chrono>
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "base/log.h"
 #include "core/options.h"
 #include "core/policy.h"
 
@@ -90,54 +86,4 @@ TEST_CASE("every option is documented in docs/options.md", "[options]") {
     INFO(spec.name);
     CHECK(text.str().find(spec.name) != std::string::npos);
   }
-}
-
-TEST_CASE("policies default to discard for kv_cache and offload otherwise", "[policy]") {
-  PolicyTable t;
-  CHECK(t.for_tag("kv_cache") == Policy::kDiscard);
-  CHECK(t.for_tag("weights") == Policy::kOffload);
-  t.set("kv_cache", Policy::kOffload);
-  CHECK(t.for_tag("kv_cache") == Policy::kOffload);
-  std::map<std::string, Policy> out;
-  std::string error;
-  CHECK_FALSE(parse_policy_list("weights", &out, &error));
-  CHECK(error.find("tag=policy") != std::string::npos);
-  CHECK(valid_tag_name("cuda_graph"));
-  CHECK_FALSE(valid_tag_name(""));
-  CHECK_FALSE(valid_tag_name(std::string(65, 'a')));
-  CHECK_FALSE(valid_tag_name("a/b"));
-}
-
-TEST_CASE("log lines carry the pid, are cut at 1 KiB and bounded in rate", "[log]") {
-  std::vector<std::string> lines;
-  log_set_sink([&](std::string_view line) { lines.emplace_back(line); });
-  log_set_level(LogLevel::kWarn);
-  GS_INFO("not shown at warn");
-  CHECK(lines.empty());
-  for (int i = 0; i < 1000; ++i)
-    GS_WARN("failure %d", i);
-  CHECK(lines.size() <= static_cast<std::size_t>(kLogBurst + 2));
-  CHECK(lines.size() >= static_cast<std::size_t>(kLogBurst));
-  CHECK(lines[0].find("gpusleep[" + std::to_string(getpid()) + "] warn: failure 0") == 0);
-  GS_ERROR("%s", std::string(5000, 'z').c_str());
-  log_set_sink(nullptr);
-  log_set_sink([&](std::string_view line) { lines.emplace_back(line); });
-  GS_ERROR("after the flood");
-  CHECK(lines.back().find("after the flood") != std::string::npos);
-  GS_ERROR("%s", std::string(5000, 'z').c_str());
-  CHECK(lines.back().size() <= 1280);
-  CHECK(lines.back().back() == '\n');
-  log_set_sink(nullptr);
-}
-
-TEST_CASE("suppressed log lines are counted in the next line that gets through", "[log]") {
-  std::vector<std::string> lines;
-  log_set_sink([&](std::string_view line) { lines.emplace_back(line); });
-  log_set_level(LogLevel::kWarn);
-  for (int i = 0; i < kLogBurst + 50; ++i)
-    GS_WARN("x");
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  GS_WARN("resumed");
-  CHECK(lines.back().find("earlier lines suppressed") != std::string::npos);
-  log_set_sink(nullptr);
 }
