@@ -1,4 +1,4 @@
-/* Test controls of the emulated CUDA driver (libcuda.so.1 built from fake_driver.cpp). */
+/* Test controls of the emulated CUDA driver (the libcuda.so.1 that fake_driver.h describes). */
 #pragma once
 
 #include <stdint.h>
