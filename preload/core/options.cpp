@@ -2,7 +2,7 @@
 #include "core/options.h"
 
 #include <charconv>
-#include <cstring>
+#include <utility>
 
 namespace gpusleep {
 
@@ -39,32 +39,76 @@ bool parse_bool(std::string_view text, bool* out) {
   return false;
 }
 
-namespace {
-
-bool parse_int(std::string_view text, int lo, int hi, int* out) {
-  int value = 0;
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || ptr != text.data() + text.size() || value < lo || value > hi)
-    return false;
-  *out = value;
-  return true;
+std::string range_bound_text(const OptionRange& range, long long bound) {
+  if (range.bytes) {
+    for (auto [shift, suffix] : {std::pair{30, "G"}, std::pair{20, "M"}, std::pair{10, "K"}}) {
+      if (bound != 0 && bound % (1ll << shift) == 0) return std::to_string(bound >> shift) + suffix;
+    }
+  }
+  return std::to_string(bound);
 }
 
-bool set_bool(bool* field, std::string_view value, std::string* error) {
-  if (parse_bool(value, field)) return true;
-  *error = "expected 1/0, true/false, yes/no or on/off";
+namespace {
+
+// The error of a value outside `spec`'s range: "expected an integer from 1 to 16".
+std::string out_of_range(const OptionSpec& spec, const char* what) {
+  return std::string("expected ") + what + " from " + range_bound_text(spec.range, spec.range.min) +
+         " to " + range_bound_text(spec.range, spec.range.max);
+}
+
+constexpr char kInteger[] = "an integer";
+constexpr char kMilliseconds[] = "milliseconds";
+constexpr char kSize[] = "a size";
+constexpr char kPowerOfTwo[] = "a power of two";
+
+template <auto Field>
+bool apply_bool(const OptionSpec&, Options& o, std::string_view v, std::string* e) {
+  if (parse_bool(v, &(o.*Field))) return true;
+  *e = "expected 1/0, true/false, yes/no or on/off";
   return false;
 }
 
-const std::vector<OptionSpec> kOptions = {
-    {"GPUSLEEP_LOG_LEVEL", "warn", "log level: off, error, warn, info or debug",
-     [](Options& o, std::string_view v, std::string* e) {
+template <auto Field, const char* What>
+bool apply_int(const OptionSpec& spec, Options& o, std::string_view v, std::string* e) {
+  long long value = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), value);
+  if (ec == std::errc() && ptr == v.data() + v.size() && value >= spec.range.min &&
+      value <= spec.range.max) {
+    o.*Field = static_cast<int>(value);
+    return true;
+  }
+  *e = out_of_range(spec, What);
+  return false;
+}
+
+template <auto Field, const char* What, bool PowerOfTwo = false>
+bool apply_size(const OptionSpec& spec, Options& o, std::string_view v, std::string* e) {
+  std::size_t n = 0;
+  if (parse_size(v, &n) && n >= static_cast<std::size_t>(spec.range.min) &&
+      n <= static_cast<std::size_t>(spec.range.max) && (!PowerOfTwo || (n & (n - 1)) == 0)) {
+    o.*Field = n;
+    return true;
+  }
+  *e = out_of_range(spec, What);
+  return false;
+}
+
+// One row per option: name, default, how the default is documented when it is not a value,
+// documentation, parser, range. Constant-initialized: no code runs before main.
+constexpr OptionSpec kOptions[] = {
+    {"GPUSLEEP_LOG_LEVEL", "warn", nullptr,
+     "`off`, `error`, `warn`, `info` or `debug`. Lines go to stderr as `gpusleep[PID] LEVEL: "
+     "message`, at most 1 KiB each; a burst of 64 lines, then 10 a second, and the count of lines "
+     "held back is given on the next line that gets out.",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string* e) {
        if (parse_log_level(v, &o.log_level)) return true;
        *e = "expected off, error, warn, info or debug";
        return false;
      }},
-    {"GPUSLEEP_DEFAULT_TAG", "default", "tag given to allocations while no phase tag is set",
-     [](Options& o, std::string_view v, std::string* e) {
+    {"GPUSLEEP_DEFAULT_TAG", "default", nullptr,
+     "The tag of allocations made while no phase tag is set (`gpusleep tag`). A tag is 1–64 "
+     "characters from `A-Z a-z 0-9 _ . : -`.",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string* e) {
        if (!valid_tag_name(v)) {
          *e = "a tag is 1-64 characters from A-Z a-z 0-9 _ . : -";
          return false;
@@ -72,14 +116,19 @@ const std::vector<OptionSpec> kOptions = {
        o.default_tag = std::string(v);
        return true;
      }},
-    {"GPUSLEEP_POLICY", "kv_cache=discard",
-     "per-tag policy overrides, e.g. 'kv_cache=offload,scratch=discard'; other tags offload",
-     [](Options& o, std::string_view v, std::string* e) {
+    {"GPUSLEEP_POLICY", nullptr, "`kv_cache=discard`",
+     "Per-tag policy overrides, `tag=policy` separated by commas, e.g. "
+     "`kv_cache=offload,scratch=discard`. `offload` copies the contents to host memory at sleep "
+     "and restores them at wake; `discard` drops them (wake gives fresh memory). Tags not named "
+     "offload, except `kv_cache`, which discards unless overridden.",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string* e) {
        return parse_policy_list(v, &o.policies, e);
      }},
-    {"GPUSLEEP_RUNTIME_DIR", "$XDG_RUNTIME_DIR/gpusleep or /tmp/gpusleep-UID",
-     "directory of the control sockets; must be owned by the user with mode 0700",
-     [](Options& o, std::string_view v, std::string* e) {
+    {"GPUSLEEP_RUNTIME_DIR", nullptr, "`$XDG_RUNTIME_DIR/gpusleep`, else `/tmp/gpusleep-UID`",
+     "Where the control sockets are (`PID.sock`). Created with mode 0700 if missing; refused if "
+     "it is owned by another user, is not a directory, or is open to group or others. The CLI "
+     "reads the same variable.",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string* e) {
        if (v.empty() || v[0] != '/') {
          *e = "expected an absolute path";
          return false;
@@ -87,79 +136,85 @@ const std::vector<OptionSpec> kOptions = {
        o.runtime_dir = std::string(v);
        return true;
      }},
-    {"GPUSLEEP_RULES", "",
-     "tagging rules: a JSON file (docs/tagging.md), reloadable over the socket",
-     [](Options& o, std::string_view v, std::string*) {
+    {"GPUSLEEP_RULES", nullptr, "(none)",
+     "A JSON file of tagging rules (docs/tagging.md), read at start and again on `gpusleep rules "
+     "reload`. A file that cannot be read or parsed is reported (rule and field named) and the "
+     "process runs on with the rules it had. `gpusleep run --preset NAME` and `--rules FILE` set "
+     "it.",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string*) {
        o.rules_file = std::string(v);
        return true;
      }},
-    {"GPUSLEEP_PYTHON_STACKS", "1",
-     "read the Python frames of each allocation, for rules and call sites (0: native only)",
-     [](Options& o, std::string_view v, std::string* e) {
-       return set_bool(&o.python_stacks, v, e);
-     }},
-    {"GPUSLEEP_GATE", "wait",
-     "GPU work submitted while memory is asleep: wait (until a wake), wake (on demand) or off",
-     [](Options& o, std::string_view v, std::string* e) {
+    {"GPUSLEEP_PYTHON_STACKS", "1", nullptr,
+     "Read the Python frames of each allocation (for rules and the call sites `gpusleep regions` "
+     "shows), through the interpreter already in the process and only by a thread holding the "
+     "GIL: the allocating thread when it holds it, else a helper thread that waits at most 100 ms "
+     "for the GIL (the allocation then gets no Python frames). `0`: native frames only.",
+     apply_bool<&Options::python_stacks>},
+    {"GPUSLEEP_GATE", "wait", nullptr,
+     "What happens to GPU work the program submits (kernel and graph launches, copies, memsets, "
+     "at the runtime and driver levels) while any of its memory is asleep: `wait` holds the "
+     "calling thread until a wake, logging one line after 5 s and then at most one a minute; "
+     "`wake` wakes every asleep tag on demand, on a thread of the library, and retries each "
+     "second while the wake fails (memory held elsewhere); `off` lets it through, and a kernel "
+     "touching released memory faults the context. A `sleep --no-gate` request leaves the gate "
+     "open for its tags (docs/reliability.md).",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string* e) {
        if (parse_gate_mode(v, &o.gate)) return true;
        *e = "expected wait, wake or off";
        return false;
      }},
-    {"GPUSLEEP_GATE_DRAIN_MS", "10000",
-     "how long a sleep waits for host threads to leave GPU calls before it fails (ms)",
-     [](Options& o, std::string_view v, std::string* e) {
-       if (parse_int(v, 1, 3600000, &o.gate_drain_ms)) return true;
-       *e = "expected milliseconds from 1 to 3600000";
-       return false;
-     }},
-    {"GPUSLEEP_DISABLE", "0", "1: pass every allocation to the real allocator (no regions)",
-     [](Options& o, std::string_view v, std::string* e) { return set_bool(&o.disable, v, e); }},
-    {"GPUSLEEP_CONTROL", "1", "0: start no control server",
-     [](Options& o, std::string_view v, std::string* e) { return set_bool(&o.control, v, e); }},
-    {"GPUSLEEP_EAGER_MIRRORS", "1",
-     "prepare pinned host mirrors of offload regions in the background as they are allocated",
-     [](Options& o, std::string_view v, std::string* e) {
-       return set_bool(&o.eager_mirrors, v, e);
-     }},
-    {"GPUSLEEP_KEEP_MIRRORS", "1",
-     "keep host mirrors pinned after wake (0: free them, the next sleep prepares them again)",
-     [](Options& o, std::string_view v, std::string* e) {
-       return set_bool(&o.keep_mirrors, v, e);
-     }},
-    {"GPUSLEEP_COPY_STREAMS", "4", "copy streams per device (1-16)",
-     [](Options& o, std::string_view v, std::string* e) {
-       if (parse_int(v, 1, 16, &o.copy_streams)) return true;
-       *e = "expected an integer from 1 to 16";
-       return false;
-     }},
-    {"GPUSLEEP_COPY_CHUNK", "64M", "bytes per copy call: a power of two from 2M to 256M",
-     [](Options& o, std::string_view v, std::string* e) {
-       std::size_t n = 0;
-       if (parse_size(v, &n) && n >= (2u << 20) && n <= (256u << 20) && (n & (n - 1)) == 0) {
-         o.copy_chunk = n;
-         return true;
-       }
-       *e = "expected a power of two from 2M to 256M";
-       return false;
-     }},
-    {"GPUSLEEP_PREP_THREADS", "0", "threads that prepare host mirrors (0: half the CPUs, 2 to 16)",
-     [](Options& o, std::string_view v, std::string* e) {
-       if (parse_int(v, 0, 64, &o.prep_threads)) return true;
-       *e = "expected an integer from 0 to 64";
-       return false;
-     }},
-    {"GPUSLEEP_MAX_MESSAGE", "64K", "largest control request accepted (1K to 16M)",
-     [](Options& o, std::string_view v, std::string* e) {
-       std::size_t n = 0;
-       if (parse_size(v, &n) && n >= 1024 && n <= (16u << 20)) {
-         o.max_message = n;
-         return true;
-       }
-       *e = "expected a size from 1K to 16M";
-       return false;
-     }},
-    {"GPUSLEEP_DRIVER_LIBRARY", "libcuda.so.1", "the CUDA driver library to load",
-     [](Options& o, std::string_view v, std::string* e) {
+    {"GPUSLEEP_GATE_DRAIN_MS",
+     "10000",
+     nullptr,
+     "How long a sleep waits for threads already inside such a call (a long synchronous copy) "
+     "before it fails with `gpu_busy`, changing nothing; {min} to {max}.",
+     apply_int<&Options::gate_drain_ms, kMilliseconds>,
+     {1, 3600000}},
+    {"GPUSLEEP_DISABLE", "0", nullptr,
+     "`1`: manage nothing; every allocation goes to the real allocator and no control socket is "
+     "opened.",
+     apply_bool<&Options::disable>},
+    {"GPUSLEEP_CONTROL", "1", nullptr, "`0`: manage allocations but open no control socket.",
+     apply_bool<&Options::control>},
+    {"GPUSLEEP_EAGER_MIRRORS", "1", nullptr,
+     "Prepare (allocate and pin) the host mirror of each `offload` region in the background as "
+     "soon as it is allocated, on at most four threads, leaving at least 4 GiB of host memory "
+     "available. The first sleep then copies at link speed instead of waiting for pinning. `0`: "
+     "prepare mirrors at the first sleep.",
+     apply_bool<&Options::eager_mirrors>},
+    {"GPUSLEEP_KEEP_MIRRORS", "1", nullptr,
+     "Keep mirrors pinned after wake, so every later sleep pins nothing. `0`: free them after "
+     "each wake (host memory is held only while asleep; each sleep pins again).",
+     apply_bool<&Options::keep_mirrors>},
+    {"GPUSLEEP_COPY_STREAMS",
+     "4",
+     nullptr,
+     "Copy streams per device, {min}–{max}.",
+     apply_int<&Options::copy_streams, kInteger>,
+     {1, 16}},
+    {"GPUSLEEP_COPY_CHUNK",
+     "64M",
+     nullptr,
+     "Bytes per copy call: a power of two from `{min}` to `{max}`.",
+     apply_size<&Options::copy_chunk, kPowerOfTwo, true>,
+     {2ll << 20, 256ll << 20, true}},
+    {"GPUSLEEP_PREP_THREADS",
+     "0",
+     nullptr,
+     "Threads that prepare mirrors while a sleep waits on them, up to {max}; `0` picks half the "
+     "CPUs, from 2 to 16.",
+     apply_int<&Options::prep_threads, kInteger>,
+     {0, 64}},
+    {"GPUSLEEP_MAX_MESSAGE",
+     "64K",
+     nullptr,
+     "The longest control request accepted, `{min}` to `{max}`. A longer one is answered "
+     "`message_too_large` and its connection closed.",
+     apply_size<&Options::max_message, kSize>,
+     {1ll << 10, 16ll << 20, true}},
+    {"GPUSLEEP_DRIVER_LIBRARY", "libcuda.so.1", nullptr, "The CUDA driver library to load.",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string* e) {
        if (v.empty()) {
          *e = "expected a library name or path";
          return false;
@@ -171,7 +226,16 @@ const std::vector<OptionSpec> kOptions = {
 
 }  // namespace
 
-const std::vector<OptionSpec>& option_table() {
+Options::Options() {
+  // The defaults are the table's: each row parses its own default_value. Fields of rows without
+  // one are empty.
+  for (const OptionSpec& spec : kOptions) {
+    std::string error;
+    if (spec.default_value != nullptr) spec.apply(spec, *this, spec.default_value, &error);
+  }
+}
+
+std::span<const OptionSpec> option_table() {
   return kOptions;
 }
 
@@ -193,7 +257,7 @@ Options load_options(const char* const* env, std::vector<std::string>* problems)
       if (name != spec.name) continue;
       known = true;
       std::string error;
-      if (!spec.apply(options, value, &error)) {
+      if (!spec.apply(spec, options, value, &error)) {
         problems->push_back(std::string(name) + "='" + std::string(value) + "' ignored: " + error);
       }
     }
