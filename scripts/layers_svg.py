@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Draws docs/img/layers.svg, the layers of gpusleep, from the source tree itself.
+
+Each box is a folder of preload/ or control/ with the modules in it; each arrow is a folder that
+includes a header of another ("hooks -> core": a file in preload/hooks includes "core/...").
+Nothing is written by hand, so the picture cannot drift from the code.
+
+  scripts/layers_svg.py            rewrite docs/img/layers.svg
+  scripts/layers_svg.py --check    exit 1, naming the difference, if it is not what the tree gives
+"""
+import argparse
+import os
+import re
+import sys
+from xml.sax.saxutils import escape
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUTPUT = os.path.join(ROOT, "docs", "img", "layers.svg")
+
+# (folder, role), top to bottom in each column. The library the host process loads, and the
+# control side that talks to it over the socket (the server is linked into the library).
+LIBRARY = [
+    ("preload/hooks", "exported CUDA symbols: guard, call the core, return an error code"),
+    ("preload/host", "process setup, Python frames, call sites"),
+    ("preload/core", "regions, tagger, sleep/wake engine, mirrors, copier, gate"),
+    ("preload/driver", "the driver contract and the real CUDA driver behind it"),
+    ("preload/base", "logging, threads, clocks, byte sizes, version"),
+]
+CONTROL = [
+    ("control/cli", "the gpusleep command"),
+    ("control/python", "the Python package gpusleep, and its older one-file client"),
+    ("control/server", "socket server and request handler, inside the library"),
+    ("control/protocol", "messages, framing, runtime directory, client transport"),
+]
+SOURCE_SUFFIXES = (".h", ".cpp", ".py", ".in")
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([a-z_]+)/[^"]+"', re.M)
+
+BOX_W, LINE_H, PAD, GAP = 400, 15, 8, 26
+COLUMN_X = {0: 80, 1: 620}
+TOP = 50
+
+
+def layer_name(folder):
+    return folder.split("/", 1)[1]
+
+
+def modules(folder):
+    """The module names of a folder and its subfolders: paths without suffix, one per .h/.cpp."""
+    names = set()
+    top = os.path.join(ROOT, folder)
+    for path, dirs, files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
+        for entry in files:
+            if entry.endswith(SOURCE_SUFFIXES) and not entry.startswith("."):
+                rel = os.path.relpath(os.path.join(path, entry), top)
+                names.add(rel.split(".", 1)[0])
+    return sorted(names)
+
+
+def include_edges(folders):
+    """{(from_folder, to_folder)} for every #include "layer/..." between different folders."""
+    by_layer = {layer_name(f): f for f in folders}
+    edges = set()
+    for folder in folders:
+        path = os.path.join(ROOT, folder)
+        for entry in sorted(os.listdir(path)):
+            if not entry.endswith((".h", ".cpp")):
+                continue
+            with open(os.path.join(path, entry), encoding="utf-8") as f:
+                for layer in INCLUDE.findall(f.read()):
+                    target = by_layer.get(layer)
+                    if target is not None and target != folder:
+                        edges.add((folder, target))
+    return edges
+
+
+def wrap(text, width):
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + ([line] if line else [])
+
+
+def layout():
+    """{folder: (x, y, w, h, text lines)} for both columns."""
+    boxes = {}
+    for column, folders in enumerate((LIBRARY, CONTROL)):
+        y = TOP
+        for folder, role in folders:
+            text = [(folder + "/", "title"), (role, "role")]
+            text += [(line, "files") for line in wrap(", ".join(modules(folder)), 58)]
+            h = PAD * 2 + LINE_H * len(text)
+            boxes[folder] = (COLUMN_X[column], y, BOX_W, h, text)
+            y += h + GAP
+    return boxes
+
+
+def anchor(box, other):
+    """The point on `box`'s edge facing `other`: bottom/top within a column, sides across."""
+    x, y, w, h, _ = box
+    ox, oy, ow, oh, _ = other
+    if ox == x:
+        return (x + w * 0.5, y + h) if oy > y else (x + w * 0.5, y)
+    return (x + w, y + h * 0.5) if ox > x else (x, y + h * 0.5)
+
+
+def render():
+    folders = [f for f, _ in LIBRARY + CONTROL]
+    for folder in folders:
+        if not os.path.isdir(os.path.join(ROOT, folder)):
+            raise SystemExit(f"layers_svg: {folder} is gone; update LIBRARY/CONTROL")
+    boxes = layout()
+    edges = sorted(include_edges(folders))
+    height = max(y + h for _, y, _, h, _ in boxes.values()) + 40
+    width = COLUMN_X[1] + BOX_W + 60
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        "<!-- Generated by scripts/layers_svg.py from the folders and their #include edges. -->",
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/>'
+        "</marker></defs>",
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{COLUMN_X[0]}" y="30" font-size="15" font-weight="bold">libgpusleep.so '
+        "(LD_PRELOAD into the host process)</text>",
+        f'<text x="{COLUMN_X[1]}" y="30" font-size="15" font-weight="bold">control '
+        "(JSON lines over a Unix socket)</text>",
+    ]
+    # Within a column, arrows that skip a box run beside the column so they do not cross boxes.
+    lanes = {}
+    for a, b in edges:
+        ax, ay, aw, ah, _ = boxes[a]
+        bx, by, bw, bh, _ = boxes[b]
+        same_column = ax == bx
+        adjacent = same_column and abs(folders.index(a) - folders.index(b)) == 1
+        if same_column and not adjacent:
+            lane = lanes.setdefault(ax, 0)
+            lanes[ax] = lane + 1
+            side = ax - 8 - 7 * lane if ax == COLUMN_X[0] else ax + aw + 8 + 7 * lane
+            start = (ax if ax == COLUMN_X[0] else ax + aw, ay + ah * 0.5)
+            end = (bx if bx == COLUMN_X[0] else bx + bw, by + bh * 0.5)
+            out.append(
+                f'<polyline points="{start[0]:.0f},{start[1]:.0f} {side:.0f},{start[1]:.0f} '
+                f'{side:.0f},{end[1]:.0f} {end[0]:.0f},{end[1]:.0f}" fill="none" stroke="#555" '
+                f'marker-end="url(#arrow)"><title>{a} includes {b}</title></polyline>'
+            )
+        else:
+            (x1, y1), (x2, y2) = anchor(boxes[a], boxes[b]), anchor(boxes[b], boxes[a])
+            out.append(
+                f'<line x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" stroke="#555" '
+                f'marker-end="url(#arrow)"><title>{a} includes {b}</title></line>'
+            )
+    for folder in folders:
+        x, y, w, h, text = boxes[folder]
+        fill = "#e8f0fe" if folder.startswith("preload/") else "#fef3e0"
+        out.append(f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="6" fill="{fill}" '
+                   'stroke="#333"/>')
+        for i, (line, kind) in enumerate(text):
+            style = {"title": ' font-weight="bold"', "role": ' font-style="italic"',
+                     "files": ' fill="#333" font-family="monospace" font-size="11"'}[kind]
+            out.append(f'<text x="{x + PAD}" y="{y + PAD + LINE_H * (i + 1) - 3}"{style}>'
+                       f"{escape(line)}</text>")
+    out.append(f'<text x="{COLUMN_X[0]}" y="{height - 14}" fill="#555">An arrow: a file of one '
+               "folder includes a header of the other. Generated by scripts/layers_svg.py.</text>")
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="compare with docs/img/layers.svg instead of writing it")
+    args = parser.parse_args()
+    svg = render()
+    if args.check:
+        try:
+            with open(OUTPUT, encoding="utf-8") as f:
+                current = f.read()
+        except FileNotFoundError:
+            current = ""
+        if current != svg:
+            old, new = current.splitlines(), svg.splitlines()
+            diff = [f"- {a}\n+ {b}" for a, b in zip(old, new) if a != b]
+            if len(old) != len(new):
+                diff.append(f"({len(old)} lines committed, {len(new)} drawn)")
+            sys.stderr.write("docs/img/layers.svg is not what the tree gives; regenerate it with "
+                             "scripts/layers_svg.py\n" + "\n".join(diff[:20]) + "\n")
+            return 1
+        return 0
+    os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
+    with open(OUTPUT, "w", encoding="utf-8") as f:
+        f.write(svg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
