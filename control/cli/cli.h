@@ -112,4 +112,17 @@ int sleep_wake(const TargetOptions& o, bool sleep, const Json& request, bool pro
 // Whether sleep and wake show progress when not told: when stderr is a terminal.
 bool progress_default();
 
+// `gpusleep swap` (swap.cpp): the processes to sleep and to wake, by pid or job, and how.
+struct SwapOptions {
+  std::vector<int> sleep_pids, wake_pids;
+  std::vector<int> sleep_jobs, wake_jobs;
+  std::vector<std::string> sleep_tags, wake_tags;  // empty: every tag
+  std::string policy;                              // overrides the sleeping tags' policies
+  double wait_s = 60;                              // how long each wake waits for memory
+};
+// Sleeps one set while the other wakes; a selection that names nothing, names a process in
+// both sets or a process not under the library is a UsageError before anything is sent. Uses
+// `o`'s --json and --timeout only.
+int cmd_swap(const SwapOptions& s, const TargetOptions& o);
+
 }  // namespace gpusleep::cli

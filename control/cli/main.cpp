@@ -36,7 +36,7 @@ error, when nothing was done. run exits with its program's status.
 'gpusleep COMMAND --help' or 'gpusleep help COMMAND' shows a command's options.)";
 
 const std::vector<std::string> kCommands = {"run",  "ps",  "status", "regions", "retag", "sleep",
-                                            "wake", "tag", "policy", "rules",   "help"};
+                                            "wake", "swap", "tag", "policy", "rules", "help"};
 
 // Edit distance, for "did you mean": the names are short.
 std::size_t distance(const std::string& a, const std::string& b) {
@@ -125,6 +125,8 @@ struct Parsed {
   bool clear = false;
   std::string ids, range, call_site;
   bool print_library = false;
+  double wait = -1;  // wake --wait
+  SwapOptions swap;
 };
 
 std::optional<std::string> given(const std::string& s) {
@@ -221,7 +223,42 @@ void build(CLI::App& app, Parsed& p) {
                             "show bytes, rate and time left on stderr (default: when stderr is a "
                             "terminal)");
   wake->add_flag("--no-progress", p.no_progress, "show no progress")->excludes(on);
+  wake->add_option("--wait", p.wait,
+                   "when the memory is held elsewhere, take it as it is freed for up to SECONDS "
+                   "(still all or nothing at the end)")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(0.0, 3600.0));
   target(wake);
+
+  CLI::App* swap = app.add_subcommand(
+      "swap",
+      "Sleep some processes while others wake into the memory they release, both copy "
+      "directions at once. Each process ends fully awake or fully asleep; a failed sleep undoes "
+      "the swap.");
+  swap->add_option("--sleep-pid", p.swap.sleep_pids, "a process to sleep (repeatable)")
+      ->type_name("PID")
+      ->check(CLI::Range(1, INT_MAX));
+  swap->add_option("--wake-pid", p.swap.wake_pids, "a process to wake (repeatable)")
+      ->type_name("PID")
+      ->check(CLI::Range(1, INT_MAX));
+  swap->add_option("--sleep-job", p.swap.sleep_jobs,
+                   "sleep this process and its descendants under gpusleep (repeatable)")
+      ->type_name("PID")
+      ->check(CLI::Range(1, INT_MAX));
+  swap->add_option("--wake-job", p.swap.wake_jobs,
+                   "wake this process and its descendants under gpusleep (repeatable)")
+      ->type_name("PID")
+      ->check(CLI::Range(1, INT_MAX));
+  swap->add_option("--sleep-tag", p.swap.sleep_tags, "a tag to sleep (repeatable; default: all)")
+      ->type_name("TAG");
+  swap->add_option("--wake-tag", p.swap.wake_tags, "a tag to wake (repeatable; default: all)")
+      ->type_name("TAG");
+  swap->add_option("--policy", p.swap.policy, "override the sleeping tags' policies")
+      ->type_name("offload|discard");
+  swap->add_option("--wait", p.swap.wait_s, "how long each wake waits for memory (default 60)")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(0.0, 3600.0));
+  target(swap, false);
 
   CLI::App* tag =
       app.add_subcommand("tag", "Tag later allocations TAG (phase tagging); no TAG: show the tag.");
@@ -308,9 +345,11 @@ int dispatch(CLI::App& app, Parsed& p) {
     Json fields = tags_field(p.tags);
     if (!p.policy.empty()) fields["policy"] = p.policy;
     if (p.no_gate) fields["gate"] = false;
+    if (!sleep && p.wait >= 0) fields["wait"] = p.wait;
     const bool progress = p.progress || (!p.no_progress && progress_default());
     return sleep_wake(t, sleep, protocol::make_request(name, fields), progress);
   }
+  if (name == "swap") return cmd_swap(p.swap, t);
   if (name == "tag") {
     if (p.clear && !p.words.empty()) throw UsageError("give a tag or --clear, not both");
     Json fields = Json::object();

@@ -84,6 +84,7 @@ Json op_result(const OpResult& r) {
            {"sync_ms", r.sync_seconds * 1e3},
            {"copy_ms", r.copy_seconds * 1e3},
            {"map_ms", r.map_seconds * 1e3},
+           {"wait_ms", r.wait_seconds * 1e3},
            {"tags", tags},
            {"noop", r.noop}};
   out["copy_gbps"] = r.copied_bytes > 0 && r.copy_seconds > 0
@@ -473,12 +474,20 @@ Json Handler::sleep(const protocol::Request& req) {
 Json Handler::wake(const protocol::Request& req) {
   std::string error;
   std::optional<std::vector<std::string>> tags;
-  if (!protocol::check_fields(req.body, {"tags"}, &error) ||
+  if (!protocol::check_fields(req.body, {"tags", "wait"}, &error) ||
       !protocol::get_string_list(req.body, "tags", &tags, &error)) {
     return invalid(req, error);
   }
   WakeRequest request;
   if (tags) request.tags = *tags;
+  if (auto it = req.body.find("wait"); it != req.body.end()) {
+    const double wait = it->is_number() ? it->get<double>() : -1;
+    if (!(wait >= 0 && wait <= kMaxWakeWaitSeconds)) {
+      return invalid(req, "field 'wait': expected seconds from 0 to " +
+                              std::to_string(static_cast<int>(kMaxWakeWaitSeconds)));
+    }
+    request.wait_seconds = wait;
+  }
   OpResult r = engine_->wake(request);
   return r.ok ? protocol::ok_reply(req.id, op_result(r)) : op_error(req.id, r);
 }

@@ -43,6 +43,7 @@ struct OpResult {
   double sync_seconds = 0;  // sleep: waiting for the device to go idle
   double copy_seconds = 0;  // mirror preparation and copies
   double map_seconds = 0;   // sleep: unmap and release; wake: create, map and set access
+  double wait_seconds = 0;  // wake: waiting for device memory held elsewhere
 
   // Marks the result failed with `code` and says why.
   void fail(Failure code, std::string message) {
@@ -62,7 +63,13 @@ struct SleepRequest {
 
 struct WakeRequest {
   std::vector<std::string> tags;  // empty: every tag
+  // Seconds to wait for device memory held elsewhere: each region is mapped and restored as soon
+  // as its memory can be had. At the deadline the wake is still all or nothing. 0: fail at once.
+  double wait_seconds = 0;
 };
+
+// The longest wait a wake may ask for: a request never holds the operation lock for longer.
+inline constexpr double kMaxWakeWaitSeconds = 3600;
 
 struct TagStatus {
   std::string tag;

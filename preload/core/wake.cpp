@@ -2,7 +2,11 @@
 // and map their memory while restoring the contents, then either roll everything back or commit
 // and report.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <map>
+#include <thread>
 
 #include "base/bytes.h"
 #include "base/clock.h"
@@ -16,6 +20,9 @@ namespace {
 
 // A wake of at least this many regions creates their memory on a helper thread.
 constexpr std::size_t kThreadedCreateMin = 8;
+// How often a waiting wake looks at the device's free memory: a region's release shows there
+// within tens of microseconds, and a look costs a few.
+constexpr auto kMemoryPoll = std::chrono::microseconds(200);
 
 class WakeOperation : public Operation {
  public:
@@ -68,6 +75,39 @@ class WakeOperation : public Operation {
     return rc;
   }
 
+  // Creates region i's physical memory as it had it.
+  DrvStatus create_one(const Region& r, PhysHandle* handle) {
+    Driver& driver = parts_.driver;
+    driver.set_context(r.ctx);
+    return r.adopted != nullptr ? driver.create_like(r.adopted->prop.data(),
+                                                     r.adopted->prop.size(), r.mapped, handle)
+                                : driver.create(r.device, r.mapped, handle);
+  }
+
+  // create_one(), and for a wake that may wait, again each time the device's free memory could
+  // hold the region, until the deadline or until the wake is abandoned. Runs on the creating
+  // thread (the helper's, or this one's); waited_seconds_ is read after it has stopped.
+  DrvStatus create_waiting(std::size_t i, PhysHandle* handle) {
+    const Region& r = *claimed_[i];
+    DrvStatus rc = create_one(r, handle);
+    if (rc != kDrvOutOfMemory || request_.wait_seconds <= 0) return rc;
+    const double deadline = std::min(request_.wait_seconds, kMaxWakeWaitSeconds);
+    const double start = elapsed();
+    while (rc == kDrvOutOfMemory && !abandoned_.load(std::memory_order_relaxed) &&
+           elapsed() < deadline) {
+      std::size_t free_bytes = 0;
+      std::size_t total = 0;
+      if (parts_.driver.memory_info(r.device, &free_bytes, &total) != kDrvOk ||
+          free_bytes >= r.mapped) {
+        rc = create_one(r, handle);
+        if (rc != kDrvOutOfMemory) break;
+      }
+      std::this_thread::sleep_for(kMemoryPoll);
+    }
+    waited_seconds_ += elapsed() - start;
+    return rc;
+  }
+
   // Physical memory is created region by region on a helper thread, while this thread maps each
   // region as its memory arrives and queues its restore: creation overlaps mapping, and the copy
   // engines move one region while the next is mapped. False on any failure, after the queued
@@ -77,13 +117,7 @@ class WakeOperation : public Operation {
     const std::size_t n = claimed_.size();
     HandleMaker maker(
         n, n >= kThreadedCreateMin,
-        [&](std::size_t i, PhysHandle* handle) {
-          const Region& r = *claimed_[i];
-          driver.set_context(r.ctx);
-          return r.adopted != nullptr ? driver.create_like(r.adopted->prop.data(),
-                                                           r.adopted->prop.size(), r.mapped, handle)
-                                      : driver.create(r.device, r.mapped, handle);
-        },
+        [this](std::size_t i, PhysHandle* handle) { return create_waiting(i, handle); },
         [&driver] { driver.relax_capture_mode(); });
     const double t = monotonic_seconds();
     double map_seconds = 0;
@@ -106,7 +140,9 @@ class WakeOperation : public Operation {
                                        m.piece_size(p));
       }
     }
+    abandoned_.store(true, std::memory_order_relaxed);  // a create still waiting gives up
     maker.stop();
+    result_.wait_seconds = waited_seconds_;
     handles_ = maker.handles();  // every handle made, ours to release
     DrvStatus wait_rc = parts_.copier.wait();
     if (copy_rc_ == kDrvOk) copy_rc_ = wait_rc;
@@ -142,7 +178,8 @@ class WakeOperation : public Operation {
       result_.fail(Failure::kOutOfMemory,
                    "wake needs " + format_bytes(needed) + " on device " + std::to_string(r.device) +
                        "; " + format_bytes(free_bytes) +
-                       " is free. Nothing was woken; try again once memory is free");
+                       " is free" + waited_text() +
+                       ". Nothing was woken; try again once memory is free");
       result_.error.device = r.device;
       result_.error.needed_bytes = needed;
       result_.error.free_bytes = free_bytes;
@@ -154,6 +191,13 @@ class WakeOperation : public Operation {
          : map_rc_ != kDrvOk  ? "cannot map device memory: " + driver.describe(map_rc_)
                               : "copy to device failed: " + driver.describe(copy_rc_)) +
             ". Nothing was woken");
+  }
+
+  std::string waited_text() const {
+    if (request_.wait_seconds <= 0) return "";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " after waiting %.1f s", result_.wait_seconds);
+    return buf;
   }
 
   // Every region takes its new handle and settles awake; mirrors go unless they are kept.
@@ -200,6 +244,8 @@ class WakeOperation : public Operation {
   std::vector<PhysHandle> handles_;            // per claimed region: its new memory (0: none)
   DrvStatus create_rc_ = kDrvOk;
   std::size_t create_failed_ = 0;  // the region whose memory could not be created
+  std::atomic<bool> abandoned_{false};  // set once mapping ends: creates stop waiting
+  double waited_seconds_ = 0;           // by the creating thread, waiting for memory
   DrvStatus map_rc_ = kDrvOk;
   DrvStatus copy_rc_ = kDrvOk;
 };
