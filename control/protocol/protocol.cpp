@@ -12,32 +12,33 @@ std::string clip(std::string_view s, std::size_t n = 64) {
 bool parse_request(std::string_view line, Request* out, Json* error) {
   Json body = Json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) {
-    *error = error_reply(nullptr, kBadRequest, "not valid JSON (or not UTF-8)");
+    *error = error_reply(nullptr, Failure::kBadRequest, "not valid JSON (or not UTF-8)");
     return false;
   }
   if (!body.is_object()) {
-    *error = error_reply(nullptr, kBadRequest, "a request is a JSON object");
+    *error = error_reply(nullptr, Failure::kBadRequest, "a request is a JSON object");
     return false;
   }
   Json id = nullptr;
   if (auto it = body.find("id"); it != body.end()) {
     if (!it->is_null() && !it->is_string() && !it->is_number()) {
-      *error = error_reply(nullptr, kBadRequest, "field 'id': expected a string, number or null");
+      *error = error_reply(nullptr, Failure::kBadRequest,
+                           "field 'id': expected a string, number or null");
       return false;
     }
     if (it->is_string() && it->get_ref<const std::string&>().size() > 256) {
-      *error = error_reply(nullptr, kBadRequest, "field 'id': longer than 256 characters");
+      *error = error_reply(nullptr, Failure::kBadRequest, "field 'id': longer than 256 characters");
       return false;
     }
     id = *it;
   }
   auto v = body.find("v");
   if (v == body.end()) {
-    *error = error_reply(id, kBadRequest, "field 'v' (protocol version) is missing");
+    *error = error_reply(id, Failure::kBadRequest, "field 'v' (protocol version) is missing");
     return false;
   }
   if (!v->is_number_integer() || v->get<long long>() != kVersion) {
-    *error = error_reply(id, kUnsupportedVersion,
+    *error = error_reply(id, Failure::kUnsupportedVersion,
                          "protocol version " + clip(v->dump()) + " is not supported (this is " +
                              std::to_string(kVersion) + ")",
                          Json{{"supported", kVersion}});
@@ -45,7 +46,7 @@ bool parse_request(std::string_view line, Request* out, Json* error) {
   }
   auto op = body.find("op");
   if (op == body.end() || !op->is_string()) {
-    *error = error_reply(id, kBadRequest, "field 'op': expected a string");
+    *error = error_reply(id, Failure::kBadRequest, "field 'op': expected a string");
     return false;
   }
   out->id = std::move(id);
@@ -124,9 +125,9 @@ Json ok_reply(const Json& id, Json result) {
   return Json{{"v", kVersion}, {"id", id}, {"ok", true}, {"result", std::move(result)}};
 }
 
-Json error_reply(const Json& id, std::string_view code, std::string_view message, Json details) {
+Json error_reply(const Json& id, Failure code, std::string_view message, Json details) {
   Json error = details.is_object() ? std::move(details) : Json::object();
-  error["code"] = std::string(code);
+  error["code"] = std::string(failure_code(code));
   error["message"] = std::string(message);
   return Json{{"v", kVersion}, {"id", id}, {"ok", false}, {"error", std::move(error)}};
 }

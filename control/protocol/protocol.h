@@ -10,30 +10,21 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/failure.h"
+
 namespace gpusleep::protocol {
 
 using Json = nlohmann::json;
 
 inline constexpr int kVersion = 1;
-inline constexpr std::size_t kDefaultMaxRequest = std::size_t{64} << 10;
+// The longest request line a server accepts (a longer one gets message_too_large), and the
+// longest reply line a client reads.
+inline constexpr std::size_t kMaxRequest = std::size_t{64} << 10;
 inline constexpr std::size_t kMaxReply = std::size_t{64} << 20;
 
-// Error codes.
-inline constexpr const char* kBadRequest = "bad_request";  // not a JSON object, bad envelope
-inline constexpr const char* kUnsupportedVersion = "unsupported_version";
-inline constexpr const char* kUnknownOp = "unknown_op";
-inline constexpr const char* kInvalidArgument =
-    "invalid_argument";  // a field of the wrong type/value
-inline constexpr const char* kUnknownTag = "unknown_tag";
-inline constexpr const char* kInvalidRules = "invalid_rules";  // a rule set that does not parse
-inline constexpr const char* kOutOfMemory = "out_of_memory";   // device memory (wake)
-inline constexpr const char* kHostOutOfMemory = "host_out_of_memory";  // host memory (sleep)
-inline constexpr const char* kDriverError = "driver_error";
-inline constexpr const char* kMessageTooLarge = "message_too_large";
-inline constexpr const char* kPermissionDenied = "permission_denied";
-inline constexpr const char* kBusy = "busy";                // too many connections
-inline constexpr const char* kUnavailable = "unavailable";  // no driver in the process
-inline constexpr const char* kInternal = "internal";
+// Error replies carry a Failure's code (base/failure.h: each kind and the rule for its caller).
+using gpusleep::Failure;
+using gpusleep::failure_code;
 
 struct Request {
   Json id;  // echoed in the reply; null when absent
@@ -61,7 +52,7 @@ bool get_bool(const Json& body, const char* field, std::optional<bool>* out, std
 
 Json make_request(std::string_view op, Json fields = Json::object(), Json id = nullptr);
 Json ok_reply(const Json& id, Json result);
-Json error_reply(const Json& id, std::string_view code, std::string_view message,
+Json error_reply(const Json& id, Failure code, std::string_view message,
                  Json details = Json::object());
 
 // One line of compact JSON ending in '\n'. Invalid UTF-8 in strings is replaced, never thrown.

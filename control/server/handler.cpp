@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
@@ -15,6 +16,7 @@
 #include "base/version.h"
 #include "core/engine.h"
 #include "core/rules.h"
+#include "protocol/operations.h"
 
 namespace gpusleep {
 namespace {
@@ -101,11 +103,11 @@ Json op_error(const Json& id, const OpResult& r) {
     details["free_bytes"] = r.error.free_bytes;
   }
   details["partial"] = op_result(r);
-  return protocol::error_reply(id, failure_code(r.error.code), r.error.message, details);
+  return protocol::error_reply(id, r.error.code, r.error.message, details);
 }
 
 Json invalid(const protocol::Request& req, const std::string& message) {
-  return protocol::error_reply(req.id, protocol::kInvalidArgument, message);
+  return protocol::error_reply(req.id, Failure::kInvalidArgument, message);
 }
 
 }  // namespace
@@ -117,38 +119,39 @@ std::string Handler::handle_line(std::string_view line) {
     if (!protocol::parse_request(line, &request, &error)) return protocol::encode(error);
     return protocol::encode(handle(request));
   } catch (const std::exception& e) {
-    return protocol::encode(protocol::error_reply(nullptr, protocol::kInternal,
+    return protocol::encode(protocol::error_reply(nullptr, Failure::kInternal,
                                                   std::string("internal error: ") + e.what()));
   } catch (...) {
-    return protocol::encode(protocol::error_reply(nullptr, protocol::kInternal, "internal error"));
+    return protocol::encode(protocol::error_reply(nullptr, Failure::kInternal, "internal error"));
   }
 }
 
 Json Handler::handle(const protocol::Request& req) {
   using Fn = Json (Handler::*)(const protocol::Request&);
-  static constexpr std::pair<std::string_view, Fn> kOps[] = {
-      {"status", &Handler::status}, {"regions", &Handler::regions}, {"sleep", &Handler::sleep},
-      {"wake", &Handler::wake},     {"tag", &Handler::tag},         {"policy", &Handler::policy},
-      {"rules", &Handler::rules},   {"retag", &Handler::retag},
-  };
-  for (const auto& [name, fn] : kOps) {
-    if (req.op != name) continue;
-    if (engine_ == nullptr && name != "status") {
-      return protocol::error_reply(req.id, protocol::kUnavailable,
-                                   "the library is not managing memory in this process");
-    }
-    try {
-      return (this->*fn)(req);
-    } catch (const std::exception& e) {
-      return protocol::error_reply(req.id, protocol::kInternal,
-                                   std::string("internal error: ") + e.what());
-    }
+  // By protocol::Op, in the order of protocol::kOperations.
+  static constexpr Fn kHandlers[] = {&Handler::status, &Handler::regions, &Handler::sleep,
+                                     &Handler::wake,   &Handler::tag,     &Handler::policy,
+                                     &Handler::rules,  &Handler::retag};
+  static_assert(std::size(kHandlers) == protocol::kOperationCount);
+  const protocol::OperationSpec* spec = protocol::find_operation(req.op);
+  if (spec == nullptr) {
+    std::string known;
+    for (const protocol::OperationSpec& o : protocol::kOperations)
+      known += (known.empty() ? "" : ", ") + std::string(o.name);
+    return protocol::error_reply(
+        req.id, Failure::kUnknownOp,
+        "unknown op '" + req.op.substr(0, 64) + "' (known: " + known + ")");
   }
-  std::string known;
-  for (const auto& [name, fn] : kOps)
-    known += (known.empty() ? "" : ", ") + std::string(name);
-  return protocol::error_reply(req.id, protocol::kUnknownOp,
-                               "unknown op '" + req.op.substr(0, 64) + "' (known: " + known + ")");
+  if (engine_ == nullptr && spec->op != protocol::Op::kStatus) {
+    return protocol::error_reply(req.id, Failure::kUnavailable,
+                                 "the library is not managing memory in this process");
+  }
+  try {
+    return (this->*kHandlers[static_cast<std::size_t>(spec->op)])(req);
+  } catch (const std::exception& e) {
+    return protocol::error_reply(req.id, Failure::kInternal,
+                                 std::string("internal error: ") + e.what());
+  }
 }
 
 Json Handler::status(const protocol::Request& req) {
@@ -329,7 +332,7 @@ Json Handler::rules(const protocol::Request& req) {
     std::string why;
     auto set = RuleSet::parse(it->dump(), &why);
     if (set == nullptr) {
-      return protocol::error_reply(req.id, protocol::kInvalidRules,
+      return protocol::error_reply(req.id, Failure::kInvalidRules,
                                    why + "; the rules in force are unchanged");
     }
     engine_->set_rules(std::move(set));
@@ -341,7 +344,7 @@ Json Handler::rules(const protocol::Request& req) {
     std::shared_ptr<const RuleSet> set;
     std::string why;
     if (!load_rules_file(rules_file_, &set, &why)) {
-      return protocol::error_reply(req.id, protocol::kInvalidRules,
+      return protocol::error_reply(req.id, Failure::kInvalidRules,
                                    why + "; the rules in force are unchanged");
     }
     engine_->set_rules(std::move(set));

@@ -11,11 +11,11 @@
 #include <cerrno>
 #include <cstring>
 
-#include "protocol/line_io.h"
 #include "base/log.h"
+#include "base/threads.h"
+#include "protocol/line_io.h"
 #include "protocol/protocol.h"
 #include "protocol/runtime_dir.h"
-#include "base/threads.h"
 
 namespace gpusleep {
 
@@ -72,13 +72,13 @@ void Server::accept_loop() {
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
         (cred.uid != ::getuid() && cred.uid != 0)) {
       GS_WARN("refused a control connection from uid %d", static_cast<int>(cred.uid));
-      refuse(fd, protocol::kPermissionDenied, "only the process's own user or root may connect");
+      refuse(fd, Failure::kPermissionDenied, "only the process's own user or root may connect");
       continue;
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (active_.load() >= config_.max_connections || stopping_.load()) {
-        refuse(fd, protocol::kBusy,
+        refuse(fd, Failure::kBusy,
                "too many control connections (" + std::to_string(config_.max_connections) + ")");
         continue;
       }
@@ -97,7 +97,7 @@ void Server::accept_loop() {
   }
 }
 
-void Server::refuse(int fd, std::string_view code, std::string_view message) {
+void Server::refuse(int fd, Failure code, std::string_view message) {
   write_all(fd, protocol::encode(protocol::error_reply(nullptr, code, message)));
   ::close(fd);
 }
@@ -110,7 +110,7 @@ void Server::serve(int fd) {
       ReadResult r = reader.read_line(&line, config_.idle_timeout_ms);
       if (r == ReadResult::kTooLong) {
         write_all(fd, protocol::encode(protocol::error_reply(
-                          nullptr, protocol::kMessageTooLarge,
+                          nullptr, Failure::kMessageTooLarge,
                           "request longer than " + std::to_string(config_.max_message) +
                               " bytes; closing the connection")));
         break;

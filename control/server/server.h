@@ -14,11 +14,13 @@
 #include <string_view>
 #include <thread>
 
+#include "protocol/protocol.h"
+
 namespace gpusleep {
 
 struct ServerConfig {
   std::string dir;  // runtime directory (created private if missing)
-  std::size_t max_message = std::size_t{64} << 10;  // longest request line
+  std::size_t max_message = protocol::kMaxRequest;  // longest request line
   int max_connections = 16;
   int idle_timeout_ms = 10 * 60 * 1000;  // a silent client is dropped after this
 };
@@ -52,7 +54,7 @@ class Server {
  private:
   void accept_loop();
   void serve(int fd);
-  void refuse(int fd, std::string_view code, std::string_view message);
+  void refuse(int fd, Failure code, std::string_view message);
 
   const ServerConfig config_;
   const LineHandler handler_;

@@ -29,15 +29,6 @@ std::shared_ptr<Region> RegionTable::find(DevicePtr va) const {
   return it == by_va_.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<Region> RegionTable::containing(DevicePtr addr) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = by_va_.upper_bound(addr);
-  if (it == by_va_.begin()) return nullptr;
-  --it;
-  const Region& r = *it->second;
-  return addr < r.va + r.mapped ? it->second : nullptr;
-}
-
 std::optional<RegionInfo> RegionTable::info_containing(DevicePtr addr) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = by_va_.upper_bound(addr);
@@ -143,11 +134,6 @@ std::vector<RegionInfo> RegionTable::snapshot() const {
   for (const auto& [va, region] : by_va_)
     out.push_back(info_of(*region));
   return out;
-}
-
-std::size_t RegionTable::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return by_va_.size();
 }
 
 }  // namespace gpusleep

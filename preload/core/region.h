@@ -14,10 +14,10 @@
 #include <utility>
 #include <vector>
 
-#include "core/site_context.h"
-#include "driver/driver.h"
 #include "core/mirror.h"
 #include "core/policy.h"
+#include "core/site_context.h"
+#include "driver/driver.h"
 
 namespace gpusleep {
 
@@ -89,8 +89,6 @@ class RegionTable {
   void insert(std::shared_ptr<Region> region);
   // The region whose range starts at `va`, or null.
   std::shared_ptr<Region> find(DevicePtr va) const;
-  // The region whose range contains `addr`, or null.
-  std::shared_ptr<Region> containing(DevicePtr addr) const;
 
   // Atomically moves every region for which `select` is true from `from` to the busy state `to`
   // and returns them in address order.
@@ -116,7 +114,6 @@ class RegionTable {
   std::vector<RegionInfo> snapshot() const;
   // A copy of the region whose range contains `addr`.
   std::optional<RegionInfo> info_containing(DevicePtr addr) const;
-  std::size_t size() const;
 
  private:
   static RegionInfo info_of(const Region& r);

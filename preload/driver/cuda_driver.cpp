@@ -199,10 +199,6 @@ DrvStatus CudaDriver::relax_capture_mode() {
   return api_->cuThreadExchangeStreamCaptureMode(&mode);
 }
 
-DrvStatus CudaDriver::device_count(int* count) {
-  return api_->cuDeviceGetCount(count);
-}
-
 DrvStatus CudaDriver::vmm_supported(int device, bool* supported) {
   int dev = 0;
   if (DrvStatus rc = device_handle(device, &dev)) return rc;

@@ -28,7 +28,6 @@ class CudaDriver final : public Driver {
   DrvStatus synchronize(Context ctx) override;
   DrvStatus relax_capture_mode() override;
   DrvStatus thread_capture_relaxed(bool* relaxed) override;
-  DrvStatus device_count(int* count) override;
   DrvStatus vmm_supported(int device, bool* supported) override;
   DrvStatus granularity(int device, std::size_t* bytes) override;
   DrvStatus memory_info(int device, std::size_t* free_bytes, std::size_t* total_bytes) override;

@@ -47,8 +47,6 @@ class Driver {
   // allocations made while it captures a CUDA graph). Leaves the mode as it was.
   virtual DrvStatus thread_capture_relaxed(bool* relaxed) = 0;
 
-  // Number of devices visible to the process.
-  virtual DrvStatus device_count(int* count) = 0;
   // Whether `device` supports the virtual memory management calls below.
   virtual DrvStatus vmm_supported(int device, bool* supported) = 0;
   // Minimum granularity of create()/map() sizes and of reservation alignment on `device`.

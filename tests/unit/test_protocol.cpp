@@ -26,19 +26,24 @@ TEST_CASE("a well-formed request parses with its id and op", "[protocol]") {
 }
 
 TEST_CASE("malformed requests get the matching error code", "[protocol]") {
-  CHECK(parse_error_code("not json") == kBadRequest);
-  CHECK(parse_error_code("") == kBadRequest);
-  CHECK(parse_error_code("[1,2]") == kBadRequest);
-  CHECK(parse_error_code(R"({"op":"status"})") == kBadRequest);
-  CHECK(parse_error_code(R"({"v":2,"op":"status"})") == kUnsupportedVersion);
-  CHECK(parse_error_code(R"({"v":"1","op":"status"})") == kUnsupportedVersion);
-  CHECK(parse_error_code(R"({"v":1e300,"op":"status"})") == kUnsupportedVersion);
-  CHECK(parse_error_code(R"({"v":1})") == kBadRequest);
-  CHECK(parse_error_code(R"({"v":1,"op":42})") == kBadRequest);
-  CHECK(parse_error_code(R"({"v":1,"op":"status","id":{"a":1}})") == kBadRequest);
-  CHECK(parse_error_code("{\"v\":1,\"op\":\"st\xff\xfe\"}") == kBadRequest);  // invalid UTF-8
-  CHECK(parse_error_code(R"({"v":1,"op":"status")") == kBadRequest);          // truncated
-  CHECK(parse_error_code(std::string(10000, '[')) == kBadRequest);
+  CHECK(parse_error_code("not json") == failure_code(Failure::kBadRequest));
+  CHECK(parse_error_code("") == failure_code(Failure::kBadRequest));
+  CHECK(parse_error_code("[1,2]") == failure_code(Failure::kBadRequest));
+  CHECK(parse_error_code(R"({"op":"status"})") == failure_code(Failure::kBadRequest));
+  CHECK(parse_error_code(R"({"v":2,"op":"status"})") == failure_code(Failure::kUnsupportedVersion));
+  CHECK(parse_error_code(R"({"v":"1","op":"status"})") ==
+        failure_code(Failure::kUnsupportedVersion));
+  CHECK(parse_error_code(R"({"v":1e300,"op":"status"})") ==
+        failure_code(Failure::kUnsupportedVersion));
+  CHECK(parse_error_code(R"({"v":1})") == failure_code(Failure::kBadRequest));
+  CHECK(parse_error_code(R"({"v":1,"op":42})") == failure_code(Failure::kBadRequest));
+  CHECK(parse_error_code(R"({"v":1,"op":"status","id":{"a":1}})") ==
+        failure_code(Failure::kBadRequest));
+  CHECK(parse_error_code("{\"v\":1,\"op\":\"st\xff\xfe\"}") ==
+        failure_code(Failure::kBadRequest));  // invalid UTF-8
+  CHECK(parse_error_code(R"({"v":1,"op":"status")") ==
+        failure_code(Failure::kBadRequest));  // truncated
+  CHECK(parse_error_code(std::string(10000, '[')) == failure_code(Failure::kBadRequest));
 }
 
 TEST_CASE("a version error still echoes the request id", "[protocol]") {
@@ -87,9 +92,10 @@ TEST_CASE("requests and replies round-trip", "[protocol]") {
   CHECK(r.id == 12);
   Json reply;
   std::string why;
-  REQUIRE(parse_reply(encode(error_reply(3, kOutOfMemory, "no", Json{{"needed_bytes", 5}})), &reply,
-                      &why));
-  CHECK(reply["error"]["code"] == kOutOfMemory);
+  REQUIRE(
+      parse_reply(encode(error_reply(3, Failure::kOutOfMemory, "no", Json{{"needed_bytes", 5}})),
+                  &reply, &why));
+  CHECK(reply["error"]["code"] == "out_of_memory");
   CHECK(reply["error"]["needed_bytes"] == 5);
   CHECK_FALSE(parse_reply(R"({"ok":true})", &reply, &why));
   CHECK_FALSE(parse_reply(R"({"ok":false,"error":{}})", &reply, &why));
