@@ -188,10 +188,6 @@ std::map<std::string, Policy> Engine::policies() const {
   return parts_->policies.entries();
 }
 
-Driver& Engine::driver() {
-  return parts_->driver;
-}
-
 void Engine::drain_background() {
   parts_->preparer.drain();
 }

@@ -117,8 +117,6 @@ class Engine {
   // Tags with an explicit policy (override or built-in), in name order.
   std::map<std::string, Policy> policies() const;
 
-  // The driver the engine works through (the hooks' resolver of devices and contexts).
-  Driver& driver();
   // Waits until background mirror preparation is idle (tests, benchmarks).
   void drain_background();
 

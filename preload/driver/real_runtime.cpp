@@ -22,4 +22,16 @@ const RealRuntime& real_runtime() {
   return table;
 }
 
+DlsymFn real_dlsym_function() {
+  // glibc 2.34 moved dlsym into libc under a new version; older ones have only the first.
+  auto fn = reinterpret_cast<DlsymFn>(dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34"));
+  if (fn == nullptr) fn = reinterpret_cast<DlsymFn>(dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5"));
+  return fn;
+}
+
+void* real_dlsym(void* handle, const char* name) {
+  static const DlsymFn fn = real_dlsym_function();
+  return fn != nullptr ? fn(handle, name) : nullptr;
+}
+
 }  // namespace gpusleep

@@ -2,31 +2,21 @@
 // exported entry is a bare jump into glibc's dlsym that leaves the caller's return address in
 // place; every other lookup goes to the body below. x86-64 only: elsewhere dlsym is not hooked and
 // only programs that link the driver or the runtime dynamically are covered.
-#include "hooks/dlsym_hook.h"
-
 #include <dlfcn.h>
 
 #include <cstring>
 
+#include "driver/real_runtime.h"
 #include "hooks/driver_symbols.h"
 
 namespace gpusleep {
 namespace {
 
-using DlsymFn = void* (*)(void*, const char*);
-
-DlsymFn resolve_real_dlsym() {
-  // glibc 2.34 moved dlsym into libc under a new version; older ones have only the first.
-  auto fn = reinterpret_cast<DlsymFn>(dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34"));
-  if (fn == nullptr) fn = reinterpret_cast<DlsymFn>(dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5"));
-  return fn;
-}
-
 // The load address of this library, to recognise its own lookups.
 const void* this_library() {
   static const void* base = [] {
     Dl_info info{};
-    return dladdr(reinterpret_cast<void*>(&resolve_real_dlsym), &info) ? info.dli_fbase : nullptr;
+    return dladdr(reinterpret_cast<void*>(&this_library), &info) ? info.dli_fbase : nullptr;
   }();
   return base;
 }
@@ -47,12 +37,6 @@ bool in_driver_library(const void* fn) {
 }
 
 }  // namespace
-
-void* real_dlsym(void* handle, const char* name) {
-  static const DlsymFn fn = resolve_real_dlsym();
-  return fn != nullptr ? fn(handle, name) : nullptr;
-}
-
 }  // namespace gpusleep
 
 #if defined(__x86_64__)
@@ -63,7 +47,7 @@ __attribute__((visibility("hidden"))) void* gpusleep_next_dlsym = nullptr;
 }
 
 __attribute__((constructor(101))) static void gpusleep_init_dlsym() {
-  gpusleep_next_dlsym = reinterpret_cast<void*>(gpusleep::resolve_real_dlsym());
+  gpusleep_next_dlsym = reinterpret_cast<void*>(gpusleep::real_dlsym_function());
 }
 
 // Entered by a jump from the exported dlsym, so its return address is the caller's.

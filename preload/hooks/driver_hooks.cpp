@@ -7,7 +7,7 @@
 
 #include <cstring>
 
-#include "hooks/dlsym_hook.h"
+#include "driver/real_runtime.h"
 #include "core/gate.h"
 #include "base/log.h"
 

@@ -1,38 +1,25 @@
-// Hook bodies. A thread-local guard sends any call made while the library itself is inside a
-// hook straight to the real function, so the library never manages its own allocations (nor
-// those the real runtime makes when an allocation passes through to it).
+// Hook bodies. Each holds a Reentry guard (host/process.h), the only way to reach the runtime:
+// a call made while the library itself is inside a hook goes straight to the real function, so
+// the library never manages its own allocations (nor those the real runtime makes when an
+// allocation passes through to it).
 #include "hooks/runtime_calls.h"
 
 #include <limits>
 
-#include "host/live_site.h"
-#include "hooks/driver_symbols.h"
-#include "core/engine.h"
 #include "base/log.h"
+#include "core/engine.h"
 #include "driver/real_runtime.h"
+#include "hooks/driver_symbols.h"
+#include "host/live_site.h"
 #include "host/process.h"
 
 namespace gpusleep::hooks {
 namespace {
 
-thread_local bool t_inside = false;
-
-class Reentry {
- public:
-  Reentry() : first_(!t_inside) { t_inside = true; }
-  ~Reentry() {
-    if (first_) t_inside = false;
-  }
-  bool first() const { return first_; }
-
- private:
-  bool first_;
-};
-
 // Allocates `bytes` on `device` as a region, with the call site the tagging rules ask about.
 AllocOutcome allocate_region(Runtime* rt, std::size_t bytes, int device, std::uintptr_t call_site,
                              DevicePtr* va) {
-  LiveSite site(rt->engine().driver(), rt->options().python_stacks);
+  LiveSite site(rt->driver(), rt->options().python_stacks);
   AllocOutcome outcome = rt->engine().allocate(bytes, device, call_site, va, &site);
   if (outcome == AllocOutcome::kOutOfMemory) {
     GS_INFO("out of device memory for %zu bytes on device %d", bytes, device);
@@ -54,7 +41,7 @@ cudaError_t real_malloc(Engine* engine, void** devPtr, size_t size) {
 
 cudaError_t cudaMalloc(std::uintptr_t call_site, void** devPtr, size_t size) {
   Reentry guard;
-  Runtime* rt = guard.first() ? Runtime::get() : nullptr;
+  Runtime* rt = Runtime::enter(guard);
   if (rt == nullptr || devPtr == nullptr) return real_malloc(nullptr, devPtr, size);
   int device = 0;
   const RealRuntime& real = real_runtime();
@@ -78,7 +65,7 @@ cudaError_t cudaMalloc(std::uintptr_t call_site, void** devPtr, size_t size) {
 cudaError_t cudaFree(std::uintptr_t /*call_site*/, void* devPtr) {
   Reentry guard;
   const RealRuntime& real = real_runtime();
-  Runtime* rt = guard.first() && devPtr != nullptr ? Runtime::get() : nullptr;
+  Runtime* rt = devPtr != nullptr ? Runtime::enter(guard) : nullptr;
   if (rt != nullptr) {
     auto ptr = reinterpret_cast<DevicePtr>(devPtr);
     if (rt->engine().free(ptr) == FreeOutcome::kFreed) return cudaSuccess;
@@ -121,11 +108,6 @@ cudaError_t cudaGetDriverEntryPointByVersion(std::uintptr_t /*call_site*/, const
 
 namespace {
 
-// The library when this is the outermost hook on the thread and it is set up; null otherwise.
-Runtime* runtime_for(const Reentry& guard) {
-  return guard.first() ? Runtime::get() : nullptr;
-}
-
 // Pitch of cuMemAllocPitch: rows aligned for any texture binding, as the driver does.
 constexpr std::size_t kPitchAlignment = 512;
 
@@ -134,7 +116,7 @@ CUresult allocate_managed(Runtime* rt, std::size_t bytes, std::uintptr_t call_si
                           CUdeviceptr* dptr, bool* passthrough) {
   *passthrough = false;
   int device = 0;
-  if (rt->engine().driver().current_device(&device) != kDrvOk) {
+  if (rt->driver().current_device(&device) != kDrvOk) {
     *passthrough = true;  // no current context: the driver says so
     return CUDA_SUCCESS;
   }
@@ -178,7 +160,7 @@ CUresult cuGetProcAddress_v2(std::uintptr_t,
 CUresult cuMemAlloc_v2(std::uintptr_t call_site, CUresult (*real)(CUdeviceptr*, size_t),
                        CUdeviceptr* dptr, size_t bytesize) {
   Reentry guard;
-  Runtime* rt = dptr != nullptr && bytesize != 0 ? runtime_for(guard) : nullptr;
+  Runtime* rt = dptr != nullptr && bytesize != 0 ? Runtime::enter(guard) : nullptr;
   if (rt != nullptr) {
     bool passthrough = false;
     CUresult rc = allocate_managed(rt, bytesize, call_site, dptr, &passthrough);
@@ -196,7 +178,7 @@ CUresult cuMemAllocPitch_v2(std::uintptr_t call_site,
   Reentry guard;
   const bool valid = dptr != nullptr && pPitch != nullptr && WidthInBytes != 0 && Height != 0 &&
                      (ElementSizeBytes == 4 || ElementSizeBytes == 8 || ElementSizeBytes == 16);
-  Runtime* rt = valid ? runtime_for(guard) : nullptr;  // invalid: the driver's own error
+  Runtime* rt = valid ? Runtime::enter(guard) : nullptr;  // invalid: the driver's own error
   if (rt != nullptr) {
     const std::size_t pitch =
         (WidthInBytes + kPitchAlignment - 1) / kPitchAlignment * kPitchAlignment;
@@ -216,7 +198,7 @@ CUresult cuMemAllocPitch_v2(std::uintptr_t call_site,
 
 CUresult cuMemFree_v2(std::uintptr_t, CUresult (*real)(CUdeviceptr), CUdeviceptr dptr) {
   Reentry guard;
-  Runtime* rt = dptr != 0 ? runtime_for(guard) : nullptr;
+  Runtime* rt = dptr != 0 ? Runtime::enter(guard) : nullptr;
   if (rt != nullptr) {
     if (rt->engine().free(dptr) == FreeOutcome::kFreed) return CUDA_SUCCESS;
     if (!rt->engine().forget_passthrough(dptr)) {
@@ -231,11 +213,11 @@ CUresult cuCtxEnablePeerAccess(std::uintptr_t, CUresult (*real)(CUcontext, unsig
   Reentry guard;
   CUresult rc = real(peerContext, Flags);
   if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED) return rc;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   if (rt == nullptr) return rc;
   int accessor = 0;
   int owner = 0;
-  Driver& driver = rt->engine().driver();
+  Driver& driver = rt->driver();
   if (driver.current_device(&accessor) == kDrvOk &&
       driver.context_device(peerContext, &owner) == kDrvOk) {
     rt->engine().grant_peer(accessor, owner);
@@ -247,11 +229,11 @@ CUresult cuCtxDisablePeerAccess(std::uintptr_t, CUresult (*real)(CUcontext),
                                 CUcontext peerContext) {
   Reentry guard;
   CUresult rc = real(peerContext);
-  Runtime* rt = rc == CUDA_SUCCESS ? runtime_for(guard) : nullptr;
+  Runtime* rt = rc == CUDA_SUCCESS ? Runtime::enter(guard) : nullptr;
   int accessor = 0;
   int owner = 0;
-  if (rt != nullptr && rt->engine().driver().current_device(&accessor) == kDrvOk &&
-      rt->engine().driver().context_device(peerContext, &owner) == kDrvOk) {
+  if (rt != nullptr && rt->driver().current_device(&accessor) == kDrvOk &&
+      rt->driver().context_device(peerContext, &owner) == kDrvOk) {
     rt->engine().revoke_peer(accessor, owner);
   }
   return rc;
@@ -260,7 +242,7 @@ CUresult cuCtxDisablePeerAccess(std::uintptr_t, CUresult (*real)(CUcontext),
 CUresult cuIpcGetMemHandle(std::uintptr_t, CUresult (*real)(CUipcMemHandle*, CUdeviceptr),
                            CUipcMemHandle* pHandle, CUdeviceptr dptr) {
   Reentry guard;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   if (rt != nullptr) {
     if (std::optional<RegionInfo> r = rt->engine().region_containing(dptr)) {
       GS_WARN(
@@ -279,7 +261,7 @@ namespace {
 CUresult note_stream_ordered(CUresult rc, CUdeviceptr* dptr, size_t bytes) {
   if (rc != CUDA_SUCCESS || dptr == nullptr) return rc;
   Reentry guard;
-  if (Runtime* rt = runtime_for(guard)) {
+  if (Runtime* rt = Runtime::enter(guard)) {
     rt->engine().note_foreign(ForeignKind::kStreamOrdered, *dptr, bytes);
   }
   return rc;
@@ -287,7 +269,7 @@ CUresult note_stream_ordered(CUresult rc, CUdeviceptr* dptr, size_t bytes) {
 
 void forget_stream_ordered(CUdeviceptr dptr) {
   Reentry guard;
-  if (Runtime* rt = dptr != 0 ? runtime_for(guard) : nullptr) {
+  if (Runtime* rt = dptr != 0 ? Runtime::enter(guard) : nullptr) {
     rt->engine().forget_foreign(ForeignKind::kStreamOrdered, dptr);
   }
 }
@@ -348,7 +330,7 @@ CUresult cuMemCreate(std::uintptr_t call_site,
   CUresult rc = real(handle, size, prop, flags);
   if (rc != CUDA_SUCCESS || handle == nullptr || prop == nullptr) return rc;
   Reentry guard;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   if (rt == nullptr) return rc;
   Engine& engine = rt->engine();
   // The program must never get a value it already holds for a handle whose memory moved.
@@ -359,10 +341,10 @@ CUresult cuMemCreate(std::uintptr_t call_site,
     if (real(handle, size, prop, flags) != CUDA_SUCCESS) break;
   }
   for (int i = 0; i < spares; ++i)
-    engine.driver().release(spare[i]);
+    rt->driver().release(spare[i]);
   if (engine.app_key_taken(*handle)) return CUDA_ERROR_OUT_OF_MEMORY;
   const int device = prop->location.type == CU_MEM_LOCATION_TYPE_DEVICE ? prop->location.id : -1;
-  LiveSite site(engine.driver(), rt->options().python_stacks);
+  LiveSite site(rt->driver(), rt->options().python_stacks);
   engine.app_created(*handle, size, device, prop, sizeof(*prop), call_site, &site);
   return rc;
 }
@@ -370,7 +352,7 @@ CUresult cuMemCreate(std::uintptr_t call_site,
 CUresult cuMemRelease(std::uintptr_t, CUresult (*real)(CUmemGenericAllocationHandle),
                       CUmemGenericAllocationHandle handle) {
   Reentry guard;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   if (rt == nullptr) return real(handle);
   PhysHandle current = 0;
   switch (rt->engine().app_release(handle, &current)) {
@@ -391,7 +373,7 @@ CUresult cuMemMap(std::uintptr_t,
                   CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
                   unsigned long long flags) {
   Reentry guard;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   if (rt == nullptr) return real(ptr, size, offset, handle, flags);
   PhysHandle current = 0;
   switch (rt->engine().app_prepare_map(handle, &current)) {
@@ -412,7 +394,7 @@ CUresult cuMemMap(std::uintptr_t,
 CUresult cuMemUnmap(std::uintptr_t, CUresult (*real)(CUdeviceptr, size_t), CUdeviceptr ptr,
                     size_t size) {
   Reentry guard;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   if (rt == nullptr) return real(ptr, size);
   if (rt->engine().app_unmap(ptr) == Engine::AppUnmap::kAlreadyUnmapped) return CUDA_SUCCESS;
   return real(ptr, size);
@@ -422,7 +404,7 @@ CUresult cuMemSetAccess(std::uintptr_t,
                         CUresult (*real)(CUdeviceptr, size_t, const CUmemAccessDesc*, size_t),
                         CUdeviceptr ptr, size_t size, const CUmemAccessDesc* desc, size_t count) {
   Reentry guard;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   if (rt == nullptr || desc == nullptr) return real(ptr, size, desc, count);
   if (!rt->engine().app_access_allowed(ptr, size)) return refuse_asleep("cuMemSetAccess", ptr);
   CUresult rc = real(ptr, size, desc, count);
@@ -443,13 +425,13 @@ CUresult cuMemRetainAllocationHandle(std::uintptr_t,
   CUresult rc = real(handle, addr);
   if (rc != CUDA_SUCCESS || handle == nullptr) return rc;
   Reentry guard;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   if (rt == nullptr) return rc;
   const std::uint64_t key = rt->engine().app_key_of(*handle);
   if (key != *handle || rt->engine().app_key_taken(key)) {
     // The driver's handle carries one reference on the program's behalf however many it holds,
     // so that a sleep can let the memory go: drop the new one unless it is that one.
-    if (rt->engine().app_retained(key) > 0) rt->engine().driver().release(*handle);
+    if (rt->engine().app_retained(key) > 0) rt->driver().release(*handle);
     *handle = key;
   }
   return rc;
@@ -459,7 +441,7 @@ CUresult cuMemGetAllocationPropertiesFromHandle(
     std::uintptr_t, CUresult (*real)(CUmemAllocationProp*, CUmemGenericAllocationHandle),
     CUmemAllocationProp* prop, CUmemGenericAllocationHandle handle) {
   Reentry guard;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   PhysHandle current = 0;
   if (rt != nullptr && rt->engine().app_current(handle, &current) == Engine::AppState::kResident) {
     return real(prop, current);
@@ -475,7 +457,7 @@ CUresult cuMemExportToShareableHandle(std::uintptr_t,
                                       CUmemAllocationHandleType handleType,
                                       unsigned long long flags) {
   Reentry guard;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   if (rt == nullptr) return real(shareableHandle, handle, handleType, flags);
   PhysHandle current = 0;
   switch (rt->engine().app_pin(handle, "exported to another process", &current)) {
@@ -499,7 +481,7 @@ CUresult cuMulticastBindMem(std::uintptr_t,
                             CUmemGenericAllocationHandle memHandle, size_t memOffset, size_t size,
                             unsigned long long flags) {
   Reentry guard;
-  Runtime* rt = runtime_for(guard);
+  Runtime* rt = Runtime::enter(guard);
   if (rt == nullptr) return real(mcHandle, mcOffset, memHandle, memOffset, size, flags);
   PhysHandle current = 0;
   switch (rt->engine().app_pin(memHandle, "bound to a multicast object", &current)) {

@@ -7,13 +7,13 @@
 
 #include <cstdlib>
 
-#include "driver/cuda_driver.h"
+#include "base/log.h"
 #include "core/engine.h"
 #include "core/gate.h"
-#include "server/handler.h"
-#include "base/log.h"
 #include "core/rules.h"
+#include "driver/cuda_driver.h"
 #include "protocol/runtime_dir.h"
+#include "server/handler.h"
 #include "server/server.h"
 
 extern char** environ;
@@ -21,7 +21,24 @@ extern char** environ;
 namespace gpusleep {
 namespace {
 Runtime* g_runtime = nullptr;
+thread_local bool t_inside = false;
 }  // namespace
+
+Reentry::Reentry() : first_(!t_inside) {
+  t_inside = true;
+}
+
+Reentry::~Reentry() {
+  if (first_) t_inside = false;
+}
+
+Runtime* Runtime::enter(const Reentry& guard) {
+  return guard.first() ? get() : nullptr;
+}
+
+Driver& Runtime::driver() {
+  return *driver_;
+}
 
 Runtime* Runtime::get() {
   static Runtime* instance = [] {

@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-#include "hooks/dlsym_hook.h"
+#include "driver/real_runtime.h"
 #include "base/log.h"
 #include "base/threads.h"
 
