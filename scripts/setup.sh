@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing gpusleep needs and is missing: a C++20 compiler, CMake,
-# nlohmann/json, Catch2 (v2 or v3), CLI11 (the command line's parser), Python 3. The CUDA
-# Toolkit (headers, nvcc) must already be
+# nlohmann/json, Catch2 (v2 or v3), CLI11 (the command line's parser), Python 3 with venv (the
+# wheel is built and tested in virtual environments, where scripts/build-wheel.sh installs
+# scikit-build-core with pip), and objdump. The CUDA Toolkit (headers, nvcc) must already be
 # there: gpusleep builds against it on machines without a GPU.
 set -euo pipefail
 
@@ -10,6 +11,8 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || command -v ninja >/dev/null || need+=(make)
 command -v python3 >/dev/null || need+=(python3)
+python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
+command -v objdump >/dev/null || need+=(binutils)
 [ -f /usr/include/nlohmann/json.hpp ] || [ -d .deps/include/nlohmann ] || need+=(nlohmann-json3-dev)
 [ -d /usr/include/catch2 ] || [ -d .deps/include/catch2 ] || need+=(catch2)
 [ -f /usr/include/CLI/CLI.hpp ] || [ -f .deps/include/CLI/CLI.hpp ] || need+=(libcli11-dev)

@@ -120,6 +120,9 @@ class PythonApi(EmulatedCase):
             if h.poll() is None:
                 h.kill()
             h.wait()
+            for pipe in (h.popen.stdin, h.popen.stdout):
+                if pipe:
+                    pipe.close()
         os.environ.clear()
         os.environ.update(self.saved_env)
         super().tearDown()
@@ -397,6 +400,8 @@ class PythonApi(EmulatedCase):
         self.assertEqual(server.requests, [])
 
     def test_the_deprecated_module_still_works(self):
+        if os.environ.get("GPUSLEEP_TEST_INSTALLED"):
+            self.skipTest("the deprecated module is the source tree's alone")
         import warnings
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
