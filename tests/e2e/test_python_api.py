@@ -201,6 +201,14 @@ class PythonApi(EmulatedCase):
         self.assertIs(gpusleep.error_class("out_of_memory"), gpusleep.OutOfMemoryError)
         self.assertTrue(issubclass(gpusleep.TimedOutError, gpusleep.ConnectionFailedError))
 
+    def test_every_failure_code_of_the_library_has_its_class(self):
+        with open(os.path.join(HERE, "..", "..", "preload", "base", "failure.h")) as f:
+            codes = re.findall(r'\{Failure::k\w+, "(\w+)"', f.read())
+        self.assertGreater(len(codes), 10)
+        for code in codes:
+            self.assertIn(code, gpusleep.ERROR_CODES)
+            self.assertEqual(gpusleep.error_class(code).code, code)
+
     def test_an_error_keeps_its_class_and_fields_through_pickling(self):
         import pickle
         e = gpusleep.errors.make_error("out_of_memory", "short", {"needed_bytes": 5}, 42)

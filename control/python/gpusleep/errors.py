@@ -2,7 +2,8 @@
 error code, generated from the ERROR_CODES table below."""
 
 # code -> (parent code or None, when it happens). The server's codes are those of
-# docs/protocol.md; the last rows are the client's own (nothing was asked, or no answer came).
+# docs/protocol.md (the library's table: preload/base/failure.h); the last rows are the
+# client's own (nothing was asked, or no answer came).
 # Adding a code is one row: its class is named after it (out_of_memory -> OutOfMemoryError).
 ERROR_CODES = {
     "bad_request": (None, "the request is not JSON, not an object, or its envelope is wrong"),
