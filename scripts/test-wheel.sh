@@ -30,7 +30,10 @@ assert cli == os.path.join(where, "bin", "gpusleep"), cli
 assert gpusleep.preset_path("vllm").startswith(where), gpusleep.preset_path("vllm")
 out = subprocess.run([os.path.join(venv, "bin", "gpusleep"), "--help"], capture_output=True,
                      text=True, check=True).stdout
-assert out.startswith("usage: gpusleep"), out
+assert "gpusleep" in out, out
+printed = subprocess.run([os.path.join(venv, "bin", "gpusleep"), "--print-library"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+assert printed == lib, f"gpusleep --print-library says {printed}, the package {lib}"
 print("installed:", where)
 PY
 unset GPUSLEEP_LIBRARY GPUSLEEP_PRESET_DIR

@@ -89,6 +89,9 @@ class Install(EmulatedCase):
     def test_the_installed_cli_runs_a_program_under_the_installed_library(self):
         self.cli_path = self.path("bin", "gpusleep")
         self.env.pop("GPUSLEEP_LIBRARY", None)
+        printed = subprocess.run([self.cli_path, "--print-library"], env=self.env,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        self.assertEqual(printed, os.path.realpath(self.path("lib", "libgpusleep.so")))
         h = self.start(extra=["--preset", "pytorch"])
         h.send("alloc a 2097152 1")
         _, out, _ = self.cli("status", "--pid", str(h.pid))
