@@ -10,7 +10,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from harness import EmulatedCase  # noqa: E402
+from harness import EmulatedCase, only_result  # noqa: E402
 
 CMAKE = os.environ.get("GPUSLEEP_TEST_CMAKE", "cmake")
 BUILD_DIR = os.environ["GPUSLEEP_TEST_BUILD_DIR"]
@@ -95,9 +95,9 @@ class Install(EmulatedCase):
         h = self.start(extra=["--preset", "pytorch"])
         h.send("alloc a 2097152 1")
         _, out, _ = self.cli("status", "--pid", str(h.pid))
-        self.assertTrue(out["result"]["managing"])
+        self.assertTrue(only_result(out)["managing"])
         _, out, _ = self.cli("rules", "--pid", str(h.pid))
-        self.assertEqual(os.path.realpath(out["result"]["file"]),
+        self.assertEqual(os.path.realpath(only_result(out)["file"]),
                          os.path.realpath(self.path("share", "gpusleep", "presets",
                                                     "pytorch.json")))
 
