@@ -45,10 +45,11 @@ class Gpu:
         program = os.path.join(args.build, "scripts", "bench", "bench_host")
         argv = [program, "--gib", str(args.gib), "--regions", str(args.regions)]
         cli = os.path.join(args.build, "bin", "gpusleep")
+        # One at a time: each program measures the line rate first, and two at once would share it.
         self.a = Host(cli, argv, self.env, tag="weights")
-        self.b = Host(cli, argv, self.env, tag="weights")
         rates = [float(x) for x in re.findall(r"=([\d.]+)", self.a.expect("LINE", 300))]
         self.d2h, self.h2d = rates
+        self.b = Host(cli, argv, self.env, tag="weights")
         self.b.expect("LINE", 300)
         for h in (self.a, self.b):
             h.expect("READY", 600)
