@@ -10,11 +10,11 @@
 #include <functional>
 #include <iterator>
 #include <map>
-#include <regex>
 #include <set>
 
 #include "base/version.h"
 #include "core/engine.h"
+#include "core/pattern.h"
 #include "core/rules.h"
 #include "protocol/operations.h"
 
@@ -330,7 +330,7 @@ Json Handler::rules(const protocol::Request& req) {
       return invalid(req, "field 'rules': expected a rule set (a list, or {\"rules\": [...]})");
     }
     std::string why;
-    auto set = RuleSet::parse(it->dump(), &why);
+    auto set = RuleSet::parse(*it, &why);
     if (set == nullptr) {
       return protocol::error_reply(req.id, Failure::kInvalidRules,
                                    why + "; the rules in force are unchanged");
@@ -389,17 +389,29 @@ Json Handler::retag(const protocol::Request& req) {
   const int selectors = (req.body.contains("ids") ? 1 : 0) + (req.body.contains("range") ? 1 : 0) +
                         (call_site ? 1 : 0);
   if (selectors != 1) return invalid(req, "give exactly one of 'ids', 'range' and 'call_site'");
-  std::function<bool(const RegionInfo&)> select;
+  // The selection is computed here, on a snapshot, without any lock that sleep or wake takes: a
+  // pattern or a long list costs this connection's time only. The engine then applies it by id.
+  const std::vector<RegionInfo> infos = engine_->regions();
+  std::set<std::uint64_t> selected;
   if (auto it = req.body.find("ids"); it != req.body.end()) {
     if (!it->is_array() || it->empty() || it->size() > 100000) {
       return invalid(req, "field 'ids': expected a non-empty list of region ids");
     }
-    std::set<std::uint64_t> ids;
     for (const Json& v : *it) {
       if (!v.is_number_unsigned()) return invalid(req, "field 'ids': expected region ids");
-      ids.insert(v.get<std::uint64_t>());
+      selected.insert(v.get<std::uint64_t>());
     }
-    select = [ids](const RegionInfo& r) { return ids.count(r.id) != 0; };
+    std::set<std::uint64_t> known;
+    for (const RegionInfo& r : infos)
+      known.insert(r.id);
+    std::string missing;
+    for (std::uint64_t id : selected) {
+      if (known.count(id) == 0) missing += (missing.empty() ? "" : ", ") + std::to_string(id);
+      if (missing.size() > 200) break;
+    }
+    if (!missing.empty()) {
+      return invalid(req, "no region with id " + missing + "; nothing was retagged");
+    }
   } else if (auto it = req.body.find("range"); it != req.body.end()) {
     std::uint64_t start = 0;
     std::uint64_t end = 0;
@@ -425,27 +437,24 @@ Json Handler::retag(const protocol::Request& req) {
                      "start below end (numbers or \"0x...\" strings)");
     }
     // Regions that lie within [start, end).
-    select = [start, end](const RegionInfo& r) { return r.va >= start && r.va + r.mapped <= end; };
+    for (const RegionInfo& r : infos)
+      if (r.va >= start && r.va + r.mapped <= end) selected.insert(r.id);
   } else {
-    if (call_site->size() > 1024)
-      return invalid(req, "field 'call_site': longer than 1024 characters");
-    std::regex re;
-    try {
-      re = std::regex(*call_site, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      return invalid(req,
-                     "field 'call_site': invalid regular expression: " + std::string(e.what()));
+    std::string why;
+    std::optional<Pattern> pattern = Pattern::compile(*call_site, &why);
+    if (!pattern) {
+      return invalid(req, "field 'call_site': regular expression " + why +
+                              " (docs/tagging.md lists the syntax)");
     }
-    select = [re](const RegionInfo& r) {
-      if (std::regex_search(call_site_key(r, 1), re)) return true;
-      if (r.site == nullptr) return false;
-      for (const PyFrame& f : r.site->python) {
-        if (std::regex_search(describe_frame(f), re)) return true;
-      }
-      return false;
-    };
+    for (const RegionInfo& r : infos) {
+      bool hit = pattern->search(call_site_key(r, 1));
+      for (std::size_t i = 0; !hit && r.site != nullptr && i < r.site->python.size(); ++i)
+        hit = pattern->search(describe_frame(r.site->python[i]));
+      if (hit) selected.insert(r.id);
+    }
   }
-  auto [count, bytes] = engine_->retag(select, *tag);
+  auto [count, bytes] = engine_->retag(
+      [&selected](const RegionInfo& r) { return selected.count(r.id) != 0; }, *tag);
   return protocol::ok_reply(req.id, Json{{"tag", *tag}, {"regions", count}, {"bytes", bytes}});
 }
 

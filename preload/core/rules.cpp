@@ -3,9 +3,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <fstream>
+#include <mutex>
 #include <set>
-#include <sstream>
+#include <unordered_map>
+
+#include "base/json_reader.h"
 
 #include "core/options.h"
 
@@ -29,15 +34,17 @@ void check_fields(const Json& obj, const std::set<std::string>& allowed, const s
   }
 }
 
-std::regex compile(const Json& value, const std::string& where) {
+Pattern compile(const Json& value, const std::string& where) {
   if (!value.is_string()) throw RuleError(where + ": must be a string (a regular expression)");
-  const std::string text = value.get<std::string>();
-  if (text.size() > 1024) throw RuleError(where + ": longer than 1024 characters");
-  try {
-    return std::regex(text, std::regex::ECMAScript | std::regex::optimize);
-  } catch (const std::regex_error& e) {
-    throw RuleError(where + ": invalid regular expression \"" + text + "\": " + e.what());
+  const std::string& text = value.get_ref<const std::string&>();
+  std::string why;
+  std::optional<Pattern> p = Pattern::compile(text, &why);
+  if (!p) {
+    const std::string shown = text.size() > 64 ? text.substr(0, 64) + "..." : text;
+    throw RuleError(where + ": invalid regular expression \"" + shown + "\": " + why +
+                    " (docs/tagging.md lists the syntax)");
   }
+  return std::move(*p);
 }
 
 std::uint64_t byte_count(const Json& value, const std::string& where) {
@@ -79,13 +86,13 @@ PyFrameMatcher python_matcher(const Json& value, const std::string& where) {
   }
   check_fields(value, {"module", "qualname", "file"}, where);
   PyFrameMatcher m;
-  m.text = value.dump();
   if (value.contains("module")) m.module = compile(value["module"], where + ".module");
   if (value.contains("qualname")) m.qualname = compile(value["qualname"], where + ".qualname");
   if (value.contains("file")) m.file = compile(value["file"], where + ".file");
   if (!m.module && !m.qualname && !m.file) {
     throw RuleError(where + ": needs module, qualname or file");
   }
+  m.text = value.dump();  // an object of strings only, checked above
   return m;
 }
 
@@ -164,28 +171,81 @@ Rule parse_rule(const Json& value, std::size_t index) {
   return rule;
 }
 
-bool frame_matches(const PyFrameMatcher& m, const PyFrame& f) {
-  if (m.module && !std::regex_search(f.module, *m.module)) return false;
-  if (m.qualname && !std::regex_search(f.qualname, *m.qualname)) return false;
-  if (m.file && !std::regex_search(f.file + ":" + std::to_string(f.line), *m.file)) return false;
+bool frame_matches(const PyFrameMatcher& m, const PyFrame& f, const std::string& file_line) {
+  if (m.module && !m.module->search(f.module)) return false;
+  if (m.qualname && !m.qualname->search(f.qualname)) return false;
+  if (m.file && !m.file->search(file_line)) return false;
   return true;
+}
+
+std::size_t states(const std::optional<Pattern>& p) {
+  return p ? p->states() : 0;
 }
 
 }  // namespace
 
-std::shared_ptr<const RuleSet> RuleSet::parse(const std::string& json_text, std::string* error) {
-  constexpr std::size_t kMaxRules = 1000;
-  Json doc = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) {
-    *error = "not valid JSON";
-    try {
-      const Json again = Json::parse(json_text);  // throws, with the parser's message
-      static_cast<void>(again);
-    } catch (const Json::parse_error& e) {
-      *error = std::string("not valid JSON: ") + e.what();
+struct RuleSet::Cache {
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using Map = std::unordered_map<std::string, Results, Hash, std::equal_to<>>;
+  std::mutex mu;
+  Map python, native, phase;  // entries are never removed: pointers to them stay valid
+  std::atomic<std::uint64_t> misses{0};
+
+  // The results for each key, computing the missing ones with compute(index).
+  template <typename Compute>
+  std::vector<const Results*> lookup(Map& map, const std::vector<std::string_view>& keys,
+                                     std::deque<Results>* spill, Compute compute) {
+    std::vector<const Results*> out(keys.size(), nullptr);
+    bool missing = false;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        auto it = map.find(keys[i]);
+        if (it != map.end()) out[i] = &it->second;
+        missing = missing || it == map.end();
+      }
     }
+    if (!missing) return out;
+    std::vector<Results> computed(keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (out[i] == nullptr) computed[i] = compute(i);
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (out[i] != nullptr) continue;
+      ++misses;
+      auto it = map.find(keys[i]);
+      if (it == map.end() && map.size() < kMaxCached) {
+        it = map.emplace(std::string(keys[i]), std::move(computed[i])).first;
+      }
+      if (it != map.end()) {
+        out[i] = &it->second;
+      } else {
+        spill->push_back(std::move(computed[i]));
+        out[i] = &spill->back();
+      }
+    }
+    return out;
+  }
+};
+
+RuleSet::RuleSet() : cache_(std::make_unique<Cache>()) {}
+RuleSet::~RuleSet() = default;
+
+std::shared_ptr<const RuleSet> RuleSet::parse(const std::string& json_text, std::string* error) {
+  Json doc;
+  std::string why;
+  if (!parse_json(json_text, &doc, &why)) {
+    *error = "not valid JSON: " + why;
     return nullptr;
   }
+  return parse(doc, error);
+}
+
+std::shared_ptr<const RuleSet> RuleSet::parse(const Json& doc, std::string* error) {
   try {
     const Json* list = &doc;
     if (doc.is_object()) {
@@ -199,8 +259,19 @@ std::shared_ptr<const RuleSet> RuleSet::parse(const std::string& json_text, std:
     if (!list->is_array()) throw RuleError("rule set: \"rules\" must be a list");
     if (list->size() > kMaxRules) throw RuleError("rule set: more than 1000 rules");
     auto set = std::make_shared<RuleSet>();
-    for (std::size_t i = 0; i < list->size(); ++i)
+    std::size_t total_states = 0;
+    for (std::size_t i = 0; i < list->size(); ++i) {
       set->rules_.push_back(parse_rule((*list)[i], i));
+      const Rule& r = set->rules_.back();
+      total_states += states(r.native) + states(r.phase);
+      for (const PyFrameMatcher& m : r.python)
+        total_states += states(m.module) + states(m.qualname) + states(m.file);
+      if (total_states > kMaxTotalStates) {
+        throw RuleError("rule " + std::to_string(i + 1) + " (\"" + r.name +
+                        "\"): the rule set's regular expressions together are too complex (more "
+                        "than " + std::to_string(kMaxTotalStates) + " states)");
+      }
+    }
     // One tag, one policy.
     for (std::size_t i = 0; i < set->rules_.size(); ++i) {
       for (std::size_t j = 0; j < i; ++j) {
@@ -213,7 +284,18 @@ std::shared_ptr<const RuleSet> RuleSet::parse(const std::string& json_text, std:
         }
       }
     }
-    set->source_ = json_text;
+    for (Rule& r : set->rules_) {
+      r.python_first = set->python_.size();
+      for (const PyFrameMatcher& m : r.python)
+        set->python_.push_back(&m);
+      r.native_index = set->native_.size();
+      if (r.native) set->native_.push_back(&*r.native);
+      r.phase_index = set->phase_.size();
+      if (r.phase) set->phase_.push_back(&*r.phase);
+    }
+    // Bounded depth (protocol::parse_json, or a request parsed the same way): not recursion
+    // that a sender controls.
+    set->source_ = doc.dump();
     return set;
   } catch (const RuleError& e) {
     *error = e.message();
@@ -223,14 +305,52 @@ std::shared_ptr<const RuleSet> RuleSet::parse(const std::string& json_text, std:
   return nullptr;
 }
 
-bool RuleSet::needs_python() const {
-  for (const Rule& r : rules_) {
-    if (r.needs_python()) return true;
+std::vector<const RuleSet::Results*> RuleSet::python_results(const std::vector<PyFrame>& frames,
+                                                              std::deque<Results>* spill) const {
+  // A frame's key is its module, qualname and "file:line", which the file pattern is matched on.
+  std::string joined;
+  std::vector<std::size_t> ends;
+  for (const PyFrame& f : frames) {
+    joined.append(f.module).append(1, '\n').append(f.qualname).append(1, '\n');
+    joined.append(f.file).append(1, ':').append(std::to_string(f.line));
+    ends.push_back(joined.size());
   }
-  return false;
+  std::vector<std::string_view> keys;
+  std::size_t begin = 0;
+  for (std::size_t end : ends) {
+    keys.push_back(std::string_view(joined).substr(begin, end - begin));
+    begin = end;
+  }
+  return cache_->lookup(cache_->python, keys, spill, [&](std::size_t i) {
+    const PyFrame& f = frames[i];
+    const std::string file_line = f.file + ":" + std::to_string(f.line);
+    Results out(python_.size());
+    for (std::size_t k = 0; k < python_.size(); ++k)
+      out[k] = frame_matches(*python_[k], f, file_line);
+    return out;
+  });
+}
+
+std::vector<const RuleSet::Results*> RuleSet::native_results(
+    const std::vector<std::string>& symbols, std::deque<Results>* spill) const {
+  std::vector<std::string_view> keys(symbols.begin(), symbols.end());
+  return cache_->lookup(cache_->native, keys, spill, [&](std::size_t i) {
+    Results out(native_.size());
+    for (std::size_t k = 0; k < native_.size(); ++k)
+      out[k] = native_[k]->search(symbols[i]);
+    return out;
+  });
+}
+
+std::uint64_t RuleSet::cache_misses() const {
+  return cache_->misses.load();
 }
 
 const Rule* RuleSet::match(const AllocationFacts& facts, SiteContext* context) const {
+  // Each kind of subject is looked up once per allocation, when a rule first asks.
+  std::deque<Results> spill;
+  const Results* phase = nullptr;
+  std::optional<std::vector<const Results*>> native, python;
   for (const Rule& r : rules_) {
     if (r.size_min && facts.size < *r.size_min) continue;
     if (r.size_max && facts.size > *r.size_max) continue;
@@ -240,23 +360,34 @@ const Rule* RuleSet::match(const AllocationFacts& facts, SiteContext* context) c
     }
     if (r.sequence_min && facts.sequence < *r.sequence_min) continue;
     if (r.sequence_max && facts.sequence > *r.sequence_max) continue;
-    if (r.phase && !std::regex_search(facts.phase_tag, *r.phase)) continue;
+    if (r.phase) {
+      if (phase == nullptr) {
+        phase = cache_->lookup(cache_->phase, {facts.phase_tag}, &spill, [&](std::size_t) {
+          Results out(phase_.size());
+          for (std::size_t k = 0; k < phase_.size(); ++k)
+            out[k] = phase_[k]->search(facts.phase_tag);
+          return out;
+        })[0];
+      }
+      if (!(*phase)[r.phase_index]) continue;
+    }
     if (r.capturing && (context == nullptr || context->capturing() != *r.capturing)) continue;
     if (r.native) {
       if (context == nullptr) continue;
-      const auto& symbols = context->native_symbols();
-      if (std::none_of(symbols.begin(), symbols.end(),
-                       [&](const std::string& s) { return std::regex_search(s, *r.native); })) {
+      if (!native) native = native_results(context->native_symbols(), &spill);
+      if (std::none_of(native->begin(), native->end(),
+                       [&](const Results* x) { return (*x)[r.native_index]; })) {
         continue;
       }
     }
     if (!r.python.empty()) {
       if (context == nullptr) continue;
-      const auto& frames = context->python_frames();
-      bool all = std::all_of(r.python.begin(), r.python.end(), [&](const PyFrameMatcher& m) {
-        return std::any_of(frames.begin(), frames.end(),
-                           [&](const PyFrame& f) { return frame_matches(m, f); });
-      });
+      if (!python) python = python_results(context->python_frames(), &spill);
+      bool all = true;
+      for (std::size_t i = r.python_first; all && i < r.python_first + r.python.size(); ++i) {
+        all = std::any_of(python->begin(), python->end(),
+                          [&](const Results* x) { return (*x)[i]; });
+      }
       if (!all) continue;
     }
     return &r;

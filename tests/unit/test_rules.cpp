@@ -1,6 +1,8 @@
 // Tagging rules: parsing (errors name the rule and the field), first match wins, each matcher.
 #include <catch2/catch.hpp>
 
+#include <chrono>
+
 #include "core/rules.h"
 #include "core/tagger.h"
 
@@ -215,4 +217,59 @@ TEST_CASE("a rules file that cannot be read or is too large is refused with its 
 }
 
 }  // namespace
+
+TEST_CASE("a rule's pathological regular expression costs an allocation linear time, not for ever") {
+  // Each pattern sends a backtracking matcher into exponential time on these subjects.
+  auto set = parse_ok(R"([
+      {"tag": "x", "match": {"native": "^(.|.|.|.)*!"}},
+      {"tag": "y", "match": {"phase": "^(a|a?)+$!"}},
+      {"tag": "z", "match": {"python": {"module": "(a*)*b", "qualname": "^(.|.|.|.)*!"}}}])");
+  Context ctx;
+  for (int i = 0; i < 50; ++i) {
+    ctx.symbols.push_back(std::string(500, 'a') + std::to_string(i));
+    ctx.frames.push_back({std::string(200, 'a') + std::to_string(i), std::string(200, 'a'),
+                          "/x/" + std::to_string(i) + ".py", i});
+  }
+  const auto t = std::chrono::steady_clock::now();
+  CHECK(set->match(AllocationFacts{1, 0, 1, std::string(64, 'a')}, &ctx) == nullptr);
+  // Linear time is about a millisecond here; a backtracking matcher would not return.
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count() < 5.0);
+}
+
+TEST_CASE("what a rule's patterns match is computed once per distinct frame, symbol and phase") {
+  auto set = parse_ok(R"([
+      {"tag": "a", "match": {"phase": "^kv$"}},
+      {"tag": "b", "match": {"native": "^nccl"}},
+      {"tag": "c", "match": {"python": {"module": "^vllm\\.", "qualname": "load"}}}])");
+  Context ctx;
+  ctx.symbols = {"cudaMalloc", "at::native::empty", "main"};
+  for (int i = 0; i < 50; ++i)
+    ctx.frames.push_back({"torch.m" + std::to_string(i), "f", "/t.py", i});
+  CHECK(set->match(AllocationFacts{1, 0, 1, ""}, &ctx) == nullptr);
+  const std::uint64_t first = set->cache_misses();
+  CHECK(first == 1 + 3 + 50);
+  for (int i = 0; i < 10; ++i)
+    CHECK(set->match(AllocationFacts{1, 0, 2, ""}, &ctx) == nullptr);
+  CHECK(set->cache_misses() == first);
+  ctx.frames.push_back({"vllm.worker", "load", "/v.py", 1});
+  const Rule* r = set->match(AllocationFacts{1, 0, 3, ""}, &ctx);
+  REQUIRE(r != nullptr);
+  CHECK(r->tag == "c");
+  CHECK(set->cache_misses() == first + 1);
+}
+
+TEST_CASE("a rule set's regular expressions are bounded in size together, and in syntax") {
+  std::string rules = "[";
+  for (int i = 0; i < 30; ++i) {
+    rules += std::string(i ? "," : "") + R"({"tag": "t", "match": {"native": "(a|b|c|d){100}"}})";
+  }
+  rules += "]";
+  CHECK(parse_error(rules).find("too complex") != std::string::npos);
+  CHECK(parse_error(R"([{"tag": "x", "match": {"native": "(a)\\1"}}])")
+            .find("rule 1: match.native: invalid regular expression \"(a)\\1\": at offset 4: "
+                  "backreferences are not supported") == 0);
+  CHECK(parse_error(std::string(100000, '[') + std::string(100000, ']')).find("nested deeper") !=
+        std::string::npos);
+}
+
 }  // namespace gpusleep
