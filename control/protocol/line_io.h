@@ -29,7 +29,9 @@ class LineReader {
   std::size_t scanned_ = 0;  // bytes of buffer_ known to hold no newline
 };
 
-// Writes all of `data`; never raises SIGPIPE. Returns false when the peer is gone.
-bool write_all(int fd, std::string_view data);
+// Writes all of `data` within `timeout_ms` (negative: no deadline); never raises SIGPIPE. Returns
+// false when the peer is gone or has not taken the data by the deadline (a peer that does not
+// read); the connection should then be closed, its stream being cut mid-message.
+bool write_all(int fd, std::string_view data, int timeout_ms = -1);
 
 }  // namespace gpusleep

@@ -2,6 +2,8 @@
 // every caller inside the library also catches, so a request can never throw into the host.
 #include "protocol/protocol.h"
 
+#include "base/json_reader.h"
+
 namespace gpusleep::protocol {
 namespace {
 std::string clip(std::string_view s, std::size_t n = 64) {
@@ -10,9 +12,14 @@ std::string clip(std::string_view s, std::size_t n = 64) {
 }  // namespace
 
 bool parse_request(std::string_view line, Request* out, Json* error) {
-  Json body = Json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) {
-    *error = error_reply(nullptr, Failure::kBadRequest, "not valid JSON (or not UTF-8)");
+  Json body;
+  std::string why;
+  if (line.find_first_not_of(" \t\r") == std::string_view::npos) {
+    *error = error_reply(nullptr, Failure::kBadRequest, "an empty line; a request is a JSON object");
+    return false;
+  }
+  if (!parse_json(line, &body, &why)) {
+    *error = error_reply(nullptr, Failure::kBadRequest, "not a valid request: " + clip(why, 200));
     return false;
   }
   if (!body.is_object()) {
@@ -38,8 +45,11 @@ bool parse_request(std::string_view line, Request* out, Json* error) {
     return false;
   }
   if (!v->is_number_integer() || v->get<long long>() != kVersion) {
+    // Only a number is shown: serializing an arbitrary value here would echo what the sender
+    // chose, at the size the sender chose.
+    const std::string shown = v->is_number() ? v->dump() : std::string("of type ") + v->type_name();
     *error = error_reply(id, Failure::kUnsupportedVersion,
-                         "protocol version " + clip(v->dump()) + " is not supported (this is " +
+                         "protocol version " + clip(shown) + " is not supported (this is " +
                              std::to_string(kVersion) + ")",
                          Json{{"supported", kVersion}});
     return false;

@@ -33,8 +33,10 @@ struct Request {
 };
 
 // Parses one request line and checks its envelope: a JSON object with "v" equal to kVersion, a
-// string "op", and an optional "id" (string, number or null). On failure returns false and sets
-// *error to the complete reply to send.
+// string "op", and an optional "id" (string, number or null). The line is read strictly
+// (base/json_reader.h): nesting deeper than kMaxJsonDepth, a key twice in one object, a NUL byte
+// and an empty line are bad requests. On failure returns false and sets *error to the complete
+// reply to send.
 bool parse_request(std::string_view line, Request* out, Json* error);
 
 // Checks that `body` has no fields beyond the envelope's and `allowed`. On failure returns false

@@ -2,6 +2,7 @@
 // any byte of theirs is read; replies never raise SIGPIPE in the host.
 #include "server/server.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -54,6 +55,7 @@ bool Server::start(std::string* error) {
   }
   path_ = path;
   listen_fd_ = fd;
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   acceptor_ = start_quiet_thread([this] { accept_loop(); });
   return true;
 }
@@ -66,7 +68,17 @@ void Server::accept_loop() {
     int pr = ::poll(&pfd, 1, 200);
     if (pr <= 0) continue;
     int fd = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
+    if (fd < 0) {
+      const int err = errno;
+      if (err == EINTR || err == EAGAIN || err == ECONNABORTED) continue;
+      // Out of descriptors (or kernel memory): the connection stays pending and poll would report
+      // it again at once. Answer it with the spare descriptor, then pause before trying again.
+      ++accept_failures_;
+      if (err == EMFILE || err == ENFILE) shed_one(lfd);
+      pollfd none{-1, 0, 0};
+      ::poll(&none, 0, config_.accept_backoff_ms);
+      continue;
+    }
     ucred cred{};
     socklen_t len = sizeof cred;
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
@@ -98,8 +110,26 @@ void Server::accept_loop() {
 }
 
 void Server::refuse(int fd, Failure code, std::string_view message) {
-  write_all(fd, protocol::encode(protocol::error_reply(nullptr, code, message)));
+  // The acceptor must not wait on a peer that does not read.
+  write_all(fd, protocol::encode(protocol::error_reply(nullptr, code, message)), 100);
   ::close(fd);
+}
+
+void Server::shed_one(int listen_fd) {
+  static int warnings = 0;
+  if (warnings < 3) {
+    ++warnings;
+    GS_WARN("the process is out of file descriptors; refusing control connections");
+  }
+  if (spare_fd_ < 0) return;
+  ::close(spare_fd_);
+  spare_fd_ = -1;
+  int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd >= 0) {
+    refuse(fd, Failure::kBusy,
+           "the process is out of file descriptors; try again when it has closed some");
+  }
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 void Server::serve(int fd) {
@@ -109,15 +139,16 @@ void Server::serve(int fd) {
     while (!stopping_.load()) {
       ReadResult r = reader.read_line(&line, config_.idle_timeout_ms);
       if (r == ReadResult::kTooLong) {
-        write_all(fd, protocol::encode(protocol::error_reply(
-                          nullptr, Failure::kMessageTooLarge,
-                          "request longer than " + std::to_string(config_.max_message) +
-                              " bytes; closing the connection")));
+        write_all(fd,
+                  protocol::encode(protocol::error_reply(
+                      nullptr, Failure::kMessageTooLarge,
+                      "request longer than " + std::to_string(config_.max_message) +
+                          " bytes; closing the connection")),
+                  config_.write_timeout_ms);
         break;
       }
       if (r != ReadResult::kLine) break;
-      if (line.empty()) continue;
-      if (!write_all(fd, handler_(line))) break;
+      if (!write_all(fd, handler_(line), config_.write_timeout_ms)) break;
     }
   } catch (...) {
     GS_ERROR("control connection ended by an internal error");
@@ -134,6 +165,8 @@ void Server::stop() {
   if (acceptor_.joinable()) acceptor_.join();
   int lfd = listen_fd_.exchange(-1);
   if (lfd >= 0) ::close(lfd);
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+  spare_fd_ = -1;
   {
     std::unique_lock<std::mutex> lock(mu_);
     for (int fd : connections_)
@@ -148,6 +181,8 @@ void Server::forget_after_fork() {
   stopping_ = true;
   int lfd = listen_fd_.exchange(-1);
   if (lfd >= 0) ::close(lfd);
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+  spare_fd_ = -1;
   path_.clear();
   // The thread object names a thread of the parent; moving it out touches no thread.
   new std::thread(std::move(acceptor_));

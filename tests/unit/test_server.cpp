@@ -2,6 +2,8 @@
 // clients that misbehave.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -14,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
+#include <vector>
 
 #include "fake_gpu.h"
 #include "protocol/client.h"
@@ -160,6 +163,101 @@ TEST_CASE("connections beyond the limit are told the server is busy", "[server]"
   close(a);
   close(b);
   close(c);
+}
+
+TEST_CASE("a client that never reads its replies is dropped at the write deadline", "[server]") {
+  TempDir tmp;
+  ServerConfig config{tmp.path + "/run"};
+  config.max_connections = 1;
+  config.write_timeout_ms = 300;
+  Server server(config, [](std::string_view line) {
+    const std::size_t size = line == "big" ? std::size_t{16} << 20 : 1;
+    return protocol::encode(protocol::ok_reply(nullptr, Json{{"blob", std::string(size, 'x')}}));
+  });
+  std::string error;
+  REQUIRE(server.start(&error));
+  int hog = raw_connect(server.path());
+  write_all(hog, "big\n");  // and never reads: 16 MiB cannot fit in the socket's buffers
+  // The slot is freed at the deadline; the next controller is served, not told `busy`.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server.active_connections() == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();  // until the hog is being served
+  while (server.active_connections() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(server.active_connections() == 0);
+  int next = raw_connect(server.path());
+  write_all(next, "{}\n");
+  LineReader reader(next, protocol::kMaxReply);
+  std::string line;
+  REQUIRE(reader.read_line(&line, 10000) == ReadResult::kLine);
+  INFO(line.substr(0, 200));
+  CHECK(Json::parse(line)["ok"] == true);
+  close(next);
+  close(hog);
+}
+
+TEST_CASE("an empty line gets a reply as every line does", "[server]") {
+  TempDir tmp;
+  Server server(ServerConfig{tmp.path + "/run"}, echo_handler);
+  std::string error;
+  REQUIRE(server.start(&error));
+  int fd = raw_connect(server.path());
+  write_all(fd, "\n\r\n");
+  CHECK(read_reply(fd)["result"]["echo"] == "");
+  CHECK(read_reply(fd)["result"]["echo"] == "");
+  close(fd);
+}
+
+TEST_CASE("out of file descriptors, a connection is answered busy and accepting does not spin",
+          "[server]") {
+  TempDir tmp;
+  Server server(ServerConfig{tmp.path + "/run"}, echo_handler);
+  std::string error;
+  REQUIRE(server.start(&error));
+  const int client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(client >= 0);
+  rlimit saved{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  // Every descriptor below a lowered limit taken: the server cannot accept.
+  rlimit low = saved;
+  low.rlim_cur = static_cast<rlim_t>(client + 8);
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+  std::vector<int> filler;
+  for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;)
+    filler.push_back(fd);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", server.path().c_str());
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  LineReader reader(client, protocol::kMaxReply);
+  std::string line;
+  const ReadResult got = reader.read_line(&line, 5000);
+  // Hold the process out of descriptors a while longer: the acceptor must wait, not spin.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (int fd : filler)
+    close(fd);
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &saved) == 0);
+  close(client);
+  REQUIRE(got == ReadResult::kLine);
+  CHECK(Json::parse(line)["error"]["code"] == "busy");
+  CHECK(server.accept_failures() >= 1);
+  auto cpu = [](const rusage& u) {
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  };
+  CHECK(cpu(after) - cpu(before) < 0.5 * wall);  // a spinning acceptor takes all of it
+  // With descriptors back, the server serves again.
+  auto c = Client::connect(server.path(), &error);
+  REQUIRE(c);
+  Json reply;
+  CHECK(c->call(protocol::make_request("status"), &reply, &error, 5000));
 }
 
 TEST_CASE("lines are split across reads and joined within them", "[server]") {
