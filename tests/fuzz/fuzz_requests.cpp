@@ -14,15 +14,15 @@ namespace {
 
 const char* const kOps[] = {"status", "regions", "sleep", "wake", "tag",
                             "policy", "rules",   "retag", "nope"};
-const char* const kFields[] = {"tags",   "policy", "gate",  "stacks", "group", "depth",
-                               "tag",    "clear",  "action", "rules", "ids",   "range",
-                               "call_site", "start", "end",  "match", "native", "python",
-                               "module", "qualname", "file", "phase", "size", "min", "max",
-                               "passthrough", "name", "id", "v", "op"};
-const char* const kStrings[] = {"weights", "kv_cache", "default", "offload", "discard",
-                                "set", "show", "clear", "reload", "^(.|.|.|.)*!", "(a*)*b",
-                                "^torch\\\\.", "[a-", "(?=x)", "\\\\1", "0x1000", "1G", "",
-                                "x{99}", "a{2,1}"};
+const char* const kFields[] = {"tags",      "policy",      "gate",   "stacks", "group",  "depth",
+                               "tag",       "clear",       "action", "rules",  "ids",    "range",
+                               "call_site", "start",       "end",    "match",  "native", "python",
+                               "module",    "qualname",    "file",   "phase",  "size",   "min",
+                               "max",       "passthrough", "name",   "id",     "v",      "op"};
+const char* const kStrings[] = {"weights", "kv_cache",    "default", "offload", "discard",
+                                "set",     "show",        "clear",   "reload",  "^(.|.|.|.)*!",
+                                "(a*)*b",  "^torch\\\\.", "[a-",     "(?=x)",   "\\\\1",
+                                "0x1000",  "1G",          "",        "x{99}",   "a{2,1}"};
 
 std::string value(FuzzedDataProvider& in, int depth);
 
@@ -46,11 +46,16 @@ std::string object(FuzzedDataProvider& in, int depth) {
 
 std::string value(FuzzedDataProvider& in, int depth) {
   switch (in.ConsumeIntegralInRange(0, depth > 6 ? 4 : 7)) {
-    case 0: return "null";
-    case 1: return in.ConsumeBool() ? "true" : "false";
-    case 2: return std::to_string(in.ConsumeIntegralInRange<std::int64_t>(-2, 1 << 20));
-    case 3: return quoted(in.PickValueInArray(kStrings));
-    case 4: return quoted(in.ConsumeRandomLengthString(40));
+    case 0:
+      return "null";
+    case 1:
+      return in.ConsumeBool() ? "true" : "false";
+    case 2:
+      return std::to_string(in.ConsumeIntegralInRange<std::int64_t>(-2, 1 << 20));
+    case 3:
+      return quoted(in.PickValueInArray(kStrings));
+    case 4:
+      return quoted(in.ConsumeRandomLengthString(40));
     case 5: {
       std::string out = "[";
       const int n = in.ConsumeIntegralInRange(0, 4);
@@ -58,10 +63,12 @@ std::string value(FuzzedDataProvider& in, int depth) {
         out += (i ? "," : "") + value(in, depth + 1);
       return out + "]";
     }
-    case 6: return object(in, depth);
+    case 6:
+      return object(in, depth);
     default: {  // deep nesting, around the bound
       const int n = in.ConsumeIntegralInRange(20, 40);
-      return std::string(static_cast<std::size_t>(n), '[') + std::string(static_cast<std::size_t>(n), ']');
+      return std::string(static_cast<std::size_t>(n), '[') +
+             std::string(static_cast<std::size_t>(n), ']');
     }
   }
 }
