@@ -198,8 +198,15 @@ TEST_CASE("the transformers preset tags caches, loading and capture from Python 
   };
   ctx.frames = {{"torch.nn.modules.module", "Module._apply", "module.py", 900},
                 {"torch.nn.modules.module", "Module.to", "module.py", 1300},
+                {"transformers.modeling_utils", "PreTrainedModel.to", "modeling_utils.py", 4000},
                 {"__main__", "main", "server.py", 10}};
   CHECK(tag() == "weights");
+  // Without a frame of transformers the preset leaves the allocation to the others loaded with
+  // it (another framework's preset, or the phase and default tags).
+  ctx.frames = {{"torch.nn.modules.module", "Module._apply", "module.py", 900},
+                {"torch.nn.modules.module", "Module.to", "module.py", 1300},
+                {"__main__", "main", "server.py", 10}};
+  CHECK(tag() == "-");
   ctx.frames = {{"transformers.cache_utils", "StaticLayer.lazy_initialization", "c.py", 1},
                 {"transformers.models.llama.modeling_llama", "LlamaAttention.forward", "m.py", 1}};
   CHECK(tag() == "kv_cache");
