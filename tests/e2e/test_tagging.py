@@ -125,7 +125,7 @@ class Tagging(EmulatedCase):
         self.assertEqual(e.exception.code, "invalid_argument")
         with self.assertRaises(gs.GpusleepError) as e:
             proc.retag("x", call_site="(unclosed")
-        self.assertIn("invalid regular expression", e.exception.message)
+        self.assertIn("regular expression at offset", e.exception.message)
 
     def test_native_frames_match_demangled_symbols(self):
         self.write_rules({"rules": [

@@ -30,11 +30,20 @@ def transformers_command():
     return [exe] if exe else [sys.executable, "-m", "transformers.cli.transformers"]
 
 
-def post(url, body, timeout=600):
+def post(url, body, timeout=600, busy_for=120):
+    """POSTs `body` as JSON; a 503 (a server still starting its batching loop) is asked again for
+    up to `busy_for` seconds."""
     data = json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read())
+    deadline = time.monotonic() + busy_for
+    while True:
+        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or time.monotonic() > deadline:
+                raise
+        time.sleep(1)
 
 
 def wait_healthy(base, proc=None, timeout=900, path="/health"):

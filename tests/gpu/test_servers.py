@@ -21,7 +21,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
-from harness import have_gpu, nvidia_free_bytes, run_cli  # noqa: E402
+from harness import have_gpu, nvidia_free_bytes, only_result, run_cli  # noqa: E402
 import serve_client as sc  # noqa: E402
 
 CLI = os.environ.get("GPUSLEEP_TEST_CLI", "")
@@ -64,7 +64,7 @@ class TransformersServe(unittest.TestCase):
     def cli(self, *args):
         rc, out, err = run_cli(CLI, args, self.env)
         self.assertEqual(rc, 0, f"gpusleep {' '.join(args)}: {err} {out}")
-        return out["result"]
+        return only_result(out)
 
     def serve(self, label, flags, under=None):
         """Starts `transformers serve` (under `gpusleep run` when `under` gives its arguments);

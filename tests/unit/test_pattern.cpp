@@ -100,7 +100,7 @@ TEST_CASE("patterns that make a backtracking matcher run for ever are answered i
   CHECK(compiled("^(.|.|.|.)*!").search(subject + "!"));
 }
 
-TEST_CASE("a ']' first in a bracket is a member, as in POSIX") {
+TEST_CASE("a closing bracket first in a bracket expression is a member, as in POSIX") {
   const Pattern p = compiled("^[]x]+$");
   CHECK(p.search("]x]"));
   CHECK_FALSE(p.search("]y"));
