@@ -5,7 +5,10 @@
 // (two threads, huge pages, kernel 6.18).
 #include "core/mirror.h"
 
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -14,6 +17,7 @@
 
 #include "base/log.h"
 #include "base/threads.h"
+#include "core/host_budget.h"
 
 namespace gpusleep {
 namespace {
@@ -45,8 +49,12 @@ std::size_t host_available_bytes() {
   return result;
 }
 
-Mirror::Mirror(Driver& driver, std::size_t bytes, Context ctx)
-    : driver_(driver), bytes_(bytes), ctx_(ctx), pieces_((bytes + kPieceBytes - 1) / kPieceBytes) {}
+Mirror::Mirror(Driver& driver, std::size_t bytes, Context ctx, HostBudget* budget)
+    : driver_(driver),
+      bytes_(bytes),
+      ctx_(ctx),
+      pieces_((bytes + kPieceBytes - 1) / kPieceBytes),
+      budget_(budget) {}
 
 Mirror::~Mirror() {
   if (prepared_bytes_.load() > 0) driver_.set_context(ctx_);
@@ -54,6 +62,19 @@ Mirror::~Mirror() {
     if (pieces_[i].load() == kReady) driver_.host_unregister(at(piece_offset(i)));
   }
   if (mapping_ != nullptr) munmap(mapping_, mapping_bytes_);
+  if (budget_ != nullptr) budget_->release_pinned(prepared_bytes_.load() + reserved_);
+}
+
+bool Mirror::reserve_rest() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::size_t empty = 0;
+  for (std::size_t i = 0; i < pieces_.size(); ++i) {
+    if (pieces_[i].load() == kEmpty) empty += piece_size(i);
+  }
+  if (empty <= reserved_) return true;
+  if (budget_ != nullptr && !budget_->reserve_pinned(empty - reserved_)) return false;
+  reserved_ = empty;
+  return true;
 }
 
 std::size_t Mirror::piece_size(std::size_t i) const {
@@ -113,23 +134,37 @@ bool Mirror::ensure_piece(std::size_t i, std::string* error) {
     cv_.wait(lock);
   }
   if (!map_address_space(error)) return false;
+  const std::size_t n = piece_size(i);
+  if (reserved_ >= n) {
+    reserved_ -= n;
+  } else if (budget_ != nullptr && !budget_->reserve_pinned(n)) {
+    *error = "the host budget (" + std::to_string(budget_->limit()) +
+             " bytes for the node, GPUSLEEP_HOST_BUDGET) has no room for " + std::to_string(n) +
+             " more bytes";
+    return false;
+  }
   pieces_[i].store(kPreparing);
   lock.unlock();
   bool ok = prepare(i, error);
   lock.lock();
   pieces_[i].store(ok ? kReady : kEmpty);
-  if (ok) prepared_bytes_ += piece_size(i);
+  if (ok) {
+    prepared_bytes_ += n;
+  } else if (budget_ != nullptr) {
+    budget_->release_pinned(n);
+  }
   cv_.notify_all();
   return ok;
 }
 
 MirrorPreparer::MirrorPreparer(int threads, int background_threads,
                                std::chrono::milliseconds background_delay,
-                               std::function<void()> thread_init)
+                               std::function<void()> thread_init, PrepPacing pacing)
     : threads_(std::max(1, threads)),
       background_threads_(std::max(1, std::min(background_threads, threads))),
       background_delay_(background_delay),
-      thread_init_(std::move(thread_init)) {}
+      thread_init_(std::move(thread_init)),
+      pacing_(pacing) {}
 
 MirrorPreparer::~MirrorPreparer() {
   {
@@ -145,28 +180,29 @@ MirrorPreparer::~MirrorPreparer() {
 void MirrorPreparer::start_locked() {
   if (!workers_.empty()) return;
   for (int i = 0; i < threads_; ++i)
-    workers_.push_back(start_quiet_thread([this] { run(); }));
+    workers_.push_back(start_quiet_thread([this, i] { run(i); }));
 }
 
-void MirrorPreparer::submit(const std::shared_ptr<Mirror>& mirror, bool urgent) {
+void MirrorPreparer::submit(const std::shared_ptr<Mirror>& mirror, bool urgent, bool ahead) {
   std::lock_guard<std::mutex> lock(mu_);
   start_locked();
-  auto ready_at = std::chrono::steady_clock::now() +
-                  (urgent ? std::chrono::milliseconds(0) : background_delay_);
+  if (!urgent) quiet_at_ = std::chrono::steady_clock::now() + background_delay_;
   const bool background_was_empty = background_.empty();
-  for (std::size_t i = 0; i < mirror->piece_count(); ++i) {
-    if (mirror->piece_ready(i)) continue;
-    (urgent ? urgent_ : background_).push_back(Job{mirror, i, ready_at});
+  if (!urgent && ahead) {
+    for (std::size_t i = mirror->piece_count(); i-- > 0;) {
+      if (!mirror->piece_ready(i)) background_.push_front(Job{mirror, i});
+    }
+  } else {
+    for (std::size_t i = 0; i < mirror->piece_count(); ++i) {
+      if (mirror->piece_ready(i)) continue;
+      (urgent ? urgent_ : background_).push_back(Job{mirror, i});
+    }
   }
-  // Urgent work wants every helper. Background work is not due for a while: one helper keeps the
-  // time, and each helper that takes a job wakes the next while work is left. A helper already
-  // keeps the time of the jobs queued before, which are due no later than these, so only an
-  // empty queue needs one woken: a burst of allocations wakes no thread after the first.
-  if (urgent) {
-    cv_.notify_all();
-  } else if (background_was_empty) {
-    cv_.notify_one();
-  }
+  // Urgent work wants every helper. Background work is not due for a while: the background
+  // helpers keep the time, and each helper that takes a job wakes the others while work is left.
+  // They already keep the time of the jobs queued before, so only an empty queue needs them
+  // woken: a burst of allocations wakes no thread after the first.
+  if (urgent || background_was_empty) cv_.notify_all();
 }
 
 void MirrorPreparer::release(std::shared_ptr<Mirror> mirror) {
@@ -193,12 +229,25 @@ void MirrorPreparer::drain() {
   --draining_;
 }
 
-void MirrorPreparer::run() {
+void MirrorPreparer::run(int index) {
   if (thread_init_) thread_init_();
+  // Helpers past the background ones take urgent work only, at the priority they were born with.
+  const bool background_helper = index < background_threads_;
+  if (background_helper && pacing_.priority == PrepPacing::Priority::kIdle) {
+    sched_param param{};
+    if (sched_setscheduler(0, SCHED_IDLE, &param) != 0) {
+      GS_DEBUG("mirror helper: SCHED_IDLE refused (%s); nice 19 instead", strerror(errno));
+      setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 19);
+    }
+  } else if (background_helper && pacing_.priority == PrepPacing::Priority::kNice) {
+    setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 19);
+  }
   std::unique_lock<std::mutex> lock(mu_);
-  auto background_due = [this] {
-    return !background_.empty() && running_background_ < background_threads_ &&
-           (draining_ > 0 || background_.front().ready_at <= std::chrono::steady_clock::now());
+  auto due_at = [this] { return std::max(quiet_at_, paced_at_); };
+  auto background_due = [&] {
+    return background_helper && !background_.empty() &&
+           running_background_ < background_threads_ &&
+           (draining_ > 0 || due_at() <= std::chrono::steady_clock::now());
   };
   for (;;) {
     if (stop_) return;
@@ -221,8 +270,23 @@ void MirrorPreparer::run() {
       Job job = urgent ? urgent_.front() : background_.front();
       (urgent ? urgent_ : background_).pop_front();
       ++busy_;
-      if (!urgent) ++running_background_;
-      if (!urgent_.empty() || !background_.empty()) cv_.notify_one();
+      if (!urgent) {
+        ++running_background_;
+        if (pacing_.rate > 0 && draining_ == 0) {
+          auto m = job.mirror.lock();
+          const double seconds = m ? static_cast<double>(m->piece_size(job.piece)) /
+                                         static_cast<double>(pacing_.rate)
+                                   : 0.0;
+          paced_at_ = std::max(paced_at_, std::chrono::steady_clock::now()) +
+                      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                          std::chrono::duration<double>(seconds));
+        }
+      }
+      if (!urgent_.empty()) {
+        cv_.notify_one();
+      } else if (!background_.empty()) {
+        cv_.notify_all();  // only background helpers take it
+      }
       lock.unlock();
       if (auto mirror = job.mirror.lock(); mirror && !mirror->abandoned()) {
         std::size_t need = mirror->piece_size(job.piece) + kBackgroundReserve;
@@ -238,8 +302,9 @@ void MirrorPreparer::run() {
       if (!urgent) --running_background_;
     } else {
       if (idle_locked()) idle_cv_.notify_all();
-      if (!background_.empty() && running_background_ < background_threads_) {
-        cv_.wait_until(lock, background_.front().ready_at);
+      if (background_helper && !background_.empty() &&
+          running_background_ < background_threads_) {
+        cv_.wait_until(lock, due_at());
       } else {
         cv_.wait(lock);
       }

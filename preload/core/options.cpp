@@ -178,15 +178,81 @@ constexpr OptionSpec kOptions[] = {
     {"GPUSLEEP_CONTROL", "1", nullptr, "`0`: manage allocations but open no control socket.",
      apply_bool<&Options::control>},
     {"GPUSLEEP_EAGER_MIRRORS", "1", nullptr,
-     "Prepare (allocate and pin) the host mirror of each `offload` region in the background as "
-     "soon as it is allocated, on at most four threads, leaving at least 4 GiB of host memory "
-     "available. The first sleep then copies at link speed instead of waiting for pinning. `0`: "
-     "prepare mirrors at the first sleep.",
+     "Prepare (allocate and pin) the host mirror of each `offload` region in the background once "
+     "the program's allocations have settled (`GPUSLEEP_PREP_SETTLE_MS`), within the host budget, "
+     "on at most four idle-priority threads, at most `GPUSLEEP_PREP_RATE` a second, leaving at "
+     "least 4 GiB of host memory available. The first sleep then copies at link speed instead of "
+     "waiting for pinning. Regions of `discard` and `spill` tags get no mirror. `0`: prepare "
+     "mirrors at the first sleep.",
      apply_bool<&Options::eager_mirrors>},
     {"GPUSLEEP_KEEP_MIRRORS", "1", nullptr,
      "Keep mirrors pinned after wake, so every later sleep pins nothing. `0`: free them after "
      "each wake (host memory is held only while asleep; each sleep pins again).",
      apply_bool<&Options::keep_mirrors>},
+    {"GPUSLEEP_HOST_BUDGET", "50%", nullptr,
+     "The pinned host memory that all gpusleep processes of the user on the node may hold "
+     "together: a size (`64G`, `0`) or a percentage of the memory available at start "
+     "(`MemAvailable`, less where the process's cgroup allows less: v2 "
+     "`memory.max`/`memory.current`, else v1). The first process sets the node's budget in the "
+     "ledger `host-budget` of the runtime directory; later processes take it, unless they set the "
+     "variable themselves, which replaces it. Each process's pinned bytes are entered there under "
+     "`flock`; entries of processes that died (pid and start time checked) are dropped at the next "
+     "update. Background preparation stops at the budget; a sleep past it goes on in pageable "
+     "memory, then on disk (docs/architecture.md, host memory tiers).",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string* e) {
+       if (parse_budget(v, &o.host_budget)) return true;
+       *e = "expected a size (64G, 0) or a percentage from 0% to 100%";
+       return false;
+     }},
+    {"GPUSLEEP_PAGEABLE", "1", nullptr,
+     "Past the budget, a sleep copies `offload` regions into pageable host memory, through a ring "
+     "of pinned staging buffers, while the host keeps 4 GiB available (and the cgroup 1 GiB). "
+     "Pageable copies are freed at wake. `0`: never; past the budget, spill or fail.",
+     apply_bool<&Options::pageable>},
+    {"GPUSLEEP_SPILL_DIR", nullptr, "(none)",
+     "A directory on a local disk for the disk tier and for tags with the `spill` policy. Refused "
+     "(with a warning at start, and the reason in a sleep's error) when it is in memory (tmpfs, "
+     "ramfs), is a link, is owned by another user than this one or root, or is writable by group "
+     "or others without the sticky bit. Files in it have no name (`O_TMPFILE`, else unlinked when "
+     "opened), so nothing is left behind by a process that dies; their blocks are allocated "
+     "before anything is released, so a full disk fails the sleep whole.",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string* e) {
+       if (!v.empty() && v[0] != '/') {
+         *e = "expected an absolute path";
+         return false;
+       }
+       o.spill_dir = std::string(v);
+       return true;
+     }},
+    {"GPUSLEEP_PREP_PRIORITY", "idle", nullptr,
+     "The scheduling of the helpers that pin mirrors in the background: `idle` (`SCHED_IDLE`: "
+     "they run only on CPUs nothing else wants), `nice` (nice 19) or `normal`. The other helpers "
+     "take only what a sleep waits for, at normal priority.",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string* e) {
+       using P = PrepPacing::Priority;
+       if (v == "idle" || v == "nice" || v == "normal") {
+         o.prep_priority = v == "idle" ? P::kIdle : v == "nice" ? P::kNice : P::kNormal;
+         return true;
+       }
+       *e = "expected idle, nice or normal";
+       return false;
+     }},
+    {"GPUSLEEP_PREP_RATE", "2G", nullptr,
+     "Bytes a second that background preparation pins at most, all helpers together; `0`: no "
+     "bound. A sleep waiting on a mirror is not bound by it.",
+     [](const OptionSpec&, Options& o, std::string_view v, std::string* e) {
+       if (parse_size(v, &o.prep_rate)) return true;
+       *e = "expected a size (bytes a second)";
+       return false;
+     }},
+    {"GPUSLEEP_PREP_SETTLE_MS",
+     "1000",
+     nullptr,
+     "Background preparation starts once no allocation of an `offload` region came for this "
+     "many milliseconds ({min} to {max}), so a program that is still loading keeps the host to "
+     "itself, and short-lived allocations are never pinned.",
+     apply_int<&Options::prep_settle_ms, kMilliseconds>,
+     {0, 3600000}},
     {"GPUSLEEP_COPY_STREAMS",
      "4",
      nullptr,

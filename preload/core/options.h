@@ -10,11 +10,14 @@
 
 #include "base/log.h"
 #include "core/gate.h"
+#include "core/host_budget.h"
+#include "core/mirror.h"
 #include "core/policy.h"
 
 namespace gpusleep {
 
-// Every field is an option of the table below; the table alone holds the defaults.
+// Every field but host_budget_ledger is an option of the table below; the table alone holds the
+// defaults.
 struct Options {
   Options();  // every option at its default (the table's default_value)
 
@@ -31,10 +34,17 @@ struct Options {
   int prep_threads;                        // mirror preparation threads; 0: chosen from the CPUs
   std::size_t max_message;                 // largest control request accepted, in bytes
   std::string driver_library;
-  std::string rules_file;  // tagging rules (JSON); empty: none
-  bool python_stacks;      // read the Python frames of each allocation
-  GateMode gate;           // GPU work submitted while memory is asleep
-  int gate_drain_ms;       // how long a sleep waits for host threads to leave GPU calls
+  std::string rules_file;              // tagging rules (JSON); empty: none
+  bool python_stacks;                  // read the Python frames of each allocation
+  GateMode gate;                       // GPU work submitted while memory is asleep
+  int gate_drain_ms;                   // how long a sleep waits for host threads to leave GPU calls
+  BudgetSetting host_budget;           // pinned host memory for the node's gpusleep processes
+  std::string host_budget_ledger;      // the node's ledger file (set by process setup; empty: none)
+  std::string spill_dir;               // disk tier; empty: none
+  bool pageable;                       // past the budget, copy into pageable host memory
+  PrepPacing::Priority prep_priority;  // background helpers
+  std::size_t prep_rate;               // background preparation, bytes a second; 0: no bound
+  int prep_settle_ms;                  // background preparation waits this long after an allocation
 };
 
 // The accepted values of an integer or size option, both ends included.

@@ -74,6 +74,13 @@ bool Runtime::init() {
     GS_ERROR("%s; allocations pass through", error.c_str());
     return false;
   }
+  // The node's host budget is kept beside the control sockets, in the user's private directory.
+  const std::string dir = default_runtime_dir(options_.runtime_dir);
+  if (ensure_private_dir(dir, true, &error)) {
+    options_.host_budget_ledger = dir + "/host-budget";
+  } else {
+    GS_WARN("%s; the host budget is this process's alone", error.c_str());
+  }
   Gate& gate = Gate::process();
   gate.set_mode(options_.gate);
   engine_ = std::make_unique<Engine>(*driver_, options_, &gate);
@@ -96,7 +103,7 @@ bool Runtime::init() {
   if (options_.control) {
     handler_ = std::make_unique<Handler>(engine_.get(), options_.rules_file);
     ServerConfig config;
-    config.dir = default_runtime_dir(options_.runtime_dir);
+    config.dir = dir;
     config.max_message = options_.max_message;
     Handler* handler = handler_.get();
     server_ = std::make_unique<Server>(

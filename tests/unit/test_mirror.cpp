@@ -3,14 +3,21 @@
 #include <catch2/catch.hpp>
 
 #include <dirent.h>
+#include <sched.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
 
-#include "fake_gpu.h"
+#include "core/host_budget.h"
 #include "core/mirror.h"
+#include "fake_gpu.h"
 
 using namespace gpusleep;
 using namespace gpusleep::test;
@@ -23,6 +30,33 @@ int thread_count() {
   if (d == nullptr) return -1;
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] != '.') ++n;
+  }
+  closedir(d);
+  return n;
+}
+
+// Threads of this process whose scheduling policy (field 41 of /proc/self/task/TID/stat) is
+// SCHED_IDLE.
+int idle_threads() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/task");
+  if (d == nullptr) return -1;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::string path = std::string("/proc/self/task/") + e->d_name + "/stat";
+    FILE* f = fopen(path.c_str(), "re");
+    if (f == nullptr) continue;
+    char buf[1024];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    const char* p = strrchr(buf, ')');
+    int field = 2;
+    while (p != nullptr && *p && field < 41) {
+      if (*p == ' ') ++field;
+      ++p;
+    }
+    if (p != nullptr && field == 41 && atoi(p) == SCHED_IDLE) ++n;
   }
   closedir(d);
   return n;
@@ -116,4 +150,103 @@ TEST_CASE_METHOD(MirrorTest,
   }
   preparer.drain();
   CHECK(eventually([&] { return registered_since() == 0; }));
+}
+
+TEST_CASE_METHOD(MirrorTest, "a mirror with a budget pins up to it and says so past it",
+                 "[mirror]") {
+  HostBudget budget("", 6 * kMiB, true);
+  auto m = std::make_shared<Mirror>(gpu.driver(), 4 * kMiB, ctx, &budget);
+  auto n = std::make_shared<Mirror>(gpu.driver(), 4 * kMiB, ctx, &budget);
+  std::string error;
+  REQUIRE(m->ensure_piece(0, &error));
+  CHECK(budget.usage().here.pinned == 4 * kMiB);
+  CHECK_FALSE(n->ensure_piece(0, &error));
+  CHECK_THAT(error, Catch::Contains("GPUSLEEP_HOST_BUDGET"));
+  CHECK(n->prepared_bytes() == 0);
+  CHECK_FALSE(n->reserve_rest());
+  m.reset();
+  CHECK(budget.usage().here.pinned == 0);
+  REQUIRE(n->reserve_rest());
+  CHECK(budget.usage().here.pinned == 4 * kMiB);
+  REQUIRE(n->ensure_piece(0, &error));  // from its reservation: nothing more taken
+  CHECK(budget.usage().here.pinned == 4 * kMiB);
+  n.reset();
+  CHECK(budget.usage().here.pinned == 0);
+}
+
+TEST_CASE_METHOD(MirrorTest, "background preparation stops at the budget and leaves the rest",
+                 "[mirror]") {
+  HostBudget budget("", 5 * kMiB, true);
+  MirrorPreparer preparer(2, 2, std::chrono::milliseconds(0), nullptr);
+  std::vector<std::shared_ptr<Mirror>> mirrors;
+  for (int i = 0; i < 4; ++i) {
+    mirrors.push_back(std::make_shared<Mirror>(gpu.driver(), 2 * kMiB, ctx, &budget));
+    preparer.submit(mirrors.back(), false);
+  }
+  preparer.drain();
+  std::size_t prepared = 0;
+  for (const auto& m : mirrors)
+    prepared += m->prepared_bytes();
+  CHECK(prepared == 4 * kMiB);
+  CHECK(registered_since() == 4 * kMiB);
+}
+
+TEST_CASE_METHOD(MirrorTest, "background preparation waits until allocations have settled",
+                 "[mirror]") {
+  MirrorPreparer preparer(2, 2, std::chrono::milliseconds(300), nullptr);
+  std::vector<std::shared_ptr<Mirror>> mirrors;
+  // An allocation every 50 ms for 0.5 s: each restarts the wait, so nothing is pinned meanwhile.
+  for (int i = 0; i < 10; ++i) {
+    mirrors.push_back(mirror(2 * kMiB));
+    preparer.submit(mirrors.back(), false);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(registered_since() == 0);
+  CHECK(eventually([&] { return registered_since() == 20 * kMiB; }));
+}
+
+TEST_CASE_METHOD(MirrorTest, "background preparation keeps to its rate; a drain does not wait",
+                 "[mirror]") {
+  PrepPacing pacing;
+  pacing.rate = 8 * kMiB;  // a second: 32 MiB would take 4 s
+  MirrorPreparer preparer(2, 2, std::chrono::milliseconds(0), nullptr, pacing);
+  std::vector<std::shared_ptr<Mirror>> mirrors;
+  for (int i = 0; i < 16; ++i) {
+    mirrors.push_back(mirror(2 * kMiB));
+    preparer.submit(mirrors.back(), false);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CHECK(registered_since() > 0);
+  CHECK(registered_since() <= 12 * kMiB);
+  preparer.drain();
+  CHECK(registered_since() == 32 * kMiB);
+}
+
+TEST_CASE_METHOD(MirrorTest, "background helpers run at idle priority, urgent-only helpers do not",
+                 "[mirror]") {
+  const int before = idle_threads();
+  PrepPacing pacing;
+  pacing.priority = PrepPacing::Priority::kIdle;
+  MirrorPreparer preparer(3, 1, std::chrono::milliseconds(0), nullptr, pacing);
+  auto m = mirror(2 * kMiB);
+  preparer.submit(m, false);
+  preparer.drain();
+  CHECK(m->prepared_bytes() == 2 * kMiB);
+  CHECK(eventually([&] { return idle_threads() == before + 1; }));
+}
+
+TEST_CASE_METHOD(MirrorTest, "background work queued ahead is prepared before work queued earlier",
+                 "[mirror]") {
+  HostBudget budget("", 4 * kMiB, true);  // room for two of the three
+  MirrorPreparer preparer(1, 1, std::chrono::milliseconds(50), nullptr);
+  auto first = std::make_shared<Mirror>(gpu.driver(), 2 * kMiB, ctx, &budget);
+  auto second = std::make_shared<Mirror>(gpu.driver(), 2 * kMiB, ctx, &budget);
+  auto likely = std::make_shared<Mirror>(gpu.driver(), 2 * kMiB, ctx, &budget);
+  preparer.submit(first, false);
+  preparer.submit(second, false);
+  preparer.submit(likely, false, true);
+  preparer.drain();
+  CHECK(likely->prepared_bytes() == 2 * kMiB);
+  CHECK(first->prepared_bytes() == 2 * kMiB);
+  CHECK(second->prepared_bytes() == 0);
 }
