@@ -77,12 +77,22 @@ std::string format_status(int pid, const Json& r) {
     out += "  device " + str(d, "device") + ": " + bytes_text(field(d, "free_bytes")) +
            " free of " + bytes_text(field(d, "total_bytes")) + "\n";
   }
-  Table t({"TAG", "POLICY", "STATE", "REGIONS", "RESIDENT", "ASLEEP", "MIRROR", "LAST SLEEP",
-           "LAST WAKE"});
+  const Json& host = field(r, "host");
+  if (host.is_object()) {
+    out += "  host memory: " + bytes_text(field(host, "pinned_bytes")) + " pinned, " +
+           bytes_text(field(host, "pageable_bytes")) + " pageable, " +
+           bytes_text(field(host, "spilled_bytes")) +
+           " on disk; node: " + bytes_text(field(host, "node_pinned_bytes")) + " pinned of a " +
+           bytes_text(field(host, "budget_bytes")) + " budget by " +
+           count_text(field(host, "processes")) + " processes\n";
+  }
+  Table t({"TAG", "POLICY", "STATE", "REGIONS", "RESIDENT", "ASLEEP", "MIRROR", "PAGEABLE",
+           "ON DISK", "LAST SLEEP", "LAST WAKE"});
   for (const Json& tag : field(r, "tags")) {
     t.add({str(tag, "tag"), str(tag, "policy"), str(tag, "state"),
            count_text(field(tag, "regions")), bytes_text(field(tag, "resident_bytes")),
            bytes_text(field(tag, "asleep_bytes")), bytes_text(field(tag, "mirror_bytes")),
+           bytes_text(field(tag, "pageable_bytes")), bytes_text(field(tag, "spilled_bytes")),
            ms_text(field(tag, "last_sleep_ms")), ms_text(field(tag, "last_wake_ms"))});
   }
   out += t.render("  ");

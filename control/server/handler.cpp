@@ -82,6 +82,8 @@ Json op_result(const OpResult& r) {
            {"bytes", r.bytes},
            {"copied_bytes", r.copied_bytes},
            {"discarded_bytes", r.discarded_bytes},
+           {"pageable_bytes", r.pageable_bytes},
+           {"spilled_bytes", r.spilled_bytes},
            {"duration_ms", r.seconds * 1e3},
            {"sync_ms", r.sync_seconds * 1e3},
            {"copy_ms", r.copy_seconds * 1e3},
@@ -154,6 +156,11 @@ Json Handler::handle(const protocol::Request& req) {
   }
 }
 
+// Byte counts of each tag that status also sums over tags.
+constexpr const char* kTotals[] = {"regions",      "bytes",          "resident_bytes",
+                                   "asleep_bytes", "mirror_bytes",   "mirror_pending_bytes",
+                                   "pinned_bytes", "pageable_bytes", "spilled_bytes"};
+
 Json Handler::status(const protocol::Request& req) {
   std::string error;
   if (!protocol::check_fields(req.body, {}, &error)) return invalid(req, error);
@@ -165,10 +172,8 @@ Json Handler::status(const protocol::Request& req) {
   EngineStatus s = engine_->status();
   Json tags = Json::array();
   Json totals = Json::object();
-  for (const char* k : {"regions", "bytes", "resident_bytes", "asleep_bytes", "mirror_bytes",
-                        "mirror_pending_bytes"}) {
+  for (const char* k : kTotals)
     totals[k] = 0;
-  }
   for (const TagStatus& t : s.tags) {
     std::string state = t.regions == 0          ? "empty"
                         : t.asleep_regions == 0 ? "awake"
@@ -183,12 +188,13 @@ Json Handler::status(const protocol::Request& req) {
                     {"asleep_bytes", t.asleep_bytes},
                     {"mirror_bytes", t.mirror_bytes},
                     {"mirror_pending_bytes", t.mirror_pending_bytes},
+                    {"pinned_bytes", t.mirror_bytes},
+                    {"pageable_bytes", t.pageable_bytes},
+                    {"spilled_bytes", t.spilled_bytes},
                     {"last_sleep_ms", optional_ms(t.last_sleep_ms)},
                     {"last_wake_ms", optional_ms(t.last_wake_ms)}});
-    for (const char* k : {"regions", "bytes", "resident_bytes", "asleep_bytes", "mirror_bytes",
-                          "mirror_pending_bytes"}) {
+    for (const char* k : kTotals)
       totals[k] = totals[k].get<std::size_t>() + tags.back()[k].get<std::size_t>();
-    }
   }
   Json devices = Json::array();
   for (const DeviceStatus& d : s.devices) {
@@ -203,6 +209,18 @@ Json Handler::status(const protocol::Request& req) {
   out["totals"] = totals;
   out["devices"] = devices;
   out["passthrough"] = {{"allocations", s.passthrough_allocations}, {"bytes", s.passthrough_bytes}};
+  out["host"] = {
+      {"budget_bytes", s.host.limit},
+      {"pinned_bytes", s.host.here.pinned},
+      {"pageable_bytes", s.host.here.pageable},
+      {"spilled_bytes", s.host.here.spilled},
+      {"node_pinned_bytes", s.host.node.pinned},
+      {"node_pageable_bytes", s.host.node.pageable},
+      {"node_spilled_bytes", s.host.node.spilled},
+      {"processes", s.host.processes},
+      {"shared", s.host.shared},
+      {"spill_dir", s.spill_dir.empty() ? Json(nullptr) : Json(s.spill_dir)},
+      {"spill_problem", s.spill_problem.empty() ? Json(nullptr) : Json(s.spill_problem)}};
   Json unsleepable = Json::array();
   for (const UnsleepableStatus& u : s.unsleepable) {
     unsleepable.push_back({{"kind", u.kind},
@@ -475,7 +493,7 @@ Json Handler::sleep(const protocol::Request& req) {
   if (policy_text) {
     Policy p;
     if (!parse_policy(*policy_text, &p)) {
-      return invalid(req, "field 'policy': expected \"offload\" or \"discard\"");
+      return invalid(req, "field 'policy': expected \"offload\", \"discard\" or \"spill\"");
     }
     request.policy = p;
   }
@@ -547,7 +565,7 @@ Json Handler::policy(const protocol::Request& req) {
     if (!tag) return invalid(req, "field 'tag' is required to set a policy");
     Policy p;
     if (!parse_policy(*policy_text, &p)) {
-      return invalid(req, "field 'policy': expected \"offload\" or \"discard\"");
+      return invalid(req, "field 'policy': expected \"offload\", \"discard\" or \"spill\"");
     }
     engine_->set_policy(*tag, p);
   }

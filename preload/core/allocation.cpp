@@ -25,7 +25,8 @@ std::shared_ptr<Region> make_region(EngineParts& parts, const RegionOrigin& orig
   region->tag = origin.tag;
   region->handle = handle;
   if (parts.policies.for_tag(origin.tag) == Policy::kOffload) {
-    region->mirror = std::make_shared<Mirror>(parts.driver, mirror_size(size), ctx);
+    region->mirror =
+        std::make_shared<Mirror>(parts.driver, mirror_size(size), ctx, &parts.tiers.budget());
   }
   return region;
 }
@@ -33,10 +34,13 @@ std::shared_ptr<Region> make_region(EngineParts& parts, const RegionOrigin& orig
 void admit_region(EngineParts& parts, std::shared_ptr<Region> region,
                   std::unique_lock<std::mutex> peers_lock) {
   parts.tags.add(region->tag);
+  const std::string tag = region->tag;
   std::shared_ptr<Mirror> mirror = region->mirror;
   parts.table.insert(std::move(region));
   peers_lock.unlock();
-  if (mirror != nullptr && parts.options.eager_mirrors) parts.preparer.submit(mirror, false);
+  if (mirror != nullptr && parts.options.eager_mirrors) {
+    parts.preparer.submit(mirror, false, parts.tags.has_slept(tag));
+  }
 }
 
 AllocOutcome allocate_region(EngineParts& parts, std::size_t size, int device,

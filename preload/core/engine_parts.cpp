@@ -13,7 +13,6 @@ namespace {
 constexpr int kBackgroundPrepThreads = 4;
 // Background preparation starts this long after an allocation: allocations freed sooner (scratch
 // buffers, allocation benchmarks) are never pinned.
-constexpr std::chrono::milliseconds kBackgroundDelay{1000};
 
 int choose_prep_threads(int configured) {
   if (configured > 0) return configured;
@@ -102,6 +101,12 @@ bool TagBook::resolve(const std::vector<std::string>& requested, std::set<std::s
   return true;
 }
 
+bool TagBook::has_slept(const std::string& tag) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = times_.find(tag);
+  return it != times_.end() && it->second.last_sleep_ms.has_value();
+}
+
 void TagBook::record_sleep(const std::vector<TagReport>& tags, double ms) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const TagReport& t : tags)
@@ -156,8 +161,12 @@ EngineParts::EngineParts(Driver& driver_in, const Options& options_in, Gate* gat
       options(options_in),
       gate(gate_in),
       tagger(options_in.default_tag),
-      preparer(choose_prep_threads(options_in.prep_threads), kBackgroundPrepThreads,
-               kBackgroundDelay, [this] { driver.relax_capture_mode(); }),
+      tiers(driver_in, options_in),
+      preparer(
+          choose_prep_threads(options_in.prep_threads), kBackgroundPrepThreads,
+          std::chrono::milliseconds(options_in.prep_settle_ms),
+          [this] { driver.relax_capture_mode(); },
+          PrepPacing{options_in.prep_priority, options_in.prep_rate}),
       devices(driver_in),
       copier(driver_in, options_in.copy_streams, options_in.copy_chunk) {
   for (const auto& [tag, policy] : options.policies)

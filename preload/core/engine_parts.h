@@ -20,6 +20,7 @@
 #include "core/copier.h"
 #include "core/engine_types.h"
 #include "core/gate.h"
+#include "core/host_tiers.h"
 #include "core/mirror.h"
 #include "core/options.h"
 #include "core/peers.h"
@@ -103,6 +104,8 @@ class TagBook {
   void record_wake(const std::vector<TagReport>& tags, double ms);
   // Every known tag with its times.
   std::map<std::string, Times> known() const;
+  // Whether `tag` has been put to sleep before (its regions are likely to sleep again).
+  bool has_slept(const std::string& tag) const;
 
  private:
   mutable std::mutex mu_;
@@ -147,6 +150,7 @@ struct EngineParts {
   Gate* const gate;
   Tagger tagger;
   PolicyTable policies;
+  HostTiers tiers;  // before the regions and the preparer: their mirrors count in its budget
   RegionTable table;
   MirrorPreparer preparer;
   std::atomic<std::uint64_t> next_id{1};  // the next region id

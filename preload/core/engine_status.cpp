@@ -55,6 +55,8 @@ EngineStatus collect_status(EngineParts& parts, const ProgramMemory& program) {
     t.regions += 1;
     t.bytes += info.mapped;
     t.mirror_bytes += info.mirror_bytes;
+    t.pageable_bytes += info.pageable_bytes;
+    t.spilled_bytes += info.spilled_bytes;
     bool resident = info.state == RegionState::kAwake || info.state == RegionState::kSleeping;
     (resident ? t.resident_bytes : t.asleep_bytes) += info.mapped;
     (resident ? t.awake_regions : t.asleep_regions) += 1;
@@ -68,6 +70,9 @@ EngineStatus collect_status(EngineParts& parts, const ProgramMemory& program) {
     t.policy = parts.policies.for_tag(tag);
     s.tags.push_back(t);
   }
+  s.host = parts.tiers.budget().usage();
+  s.spill_dir = parts.tiers.spill_dir();
+  s.spill_problem = parts.tiers.spill_problem();
   for (int d : parts.devices.used()) {
     DeviceStatus ds;
     ds.device = d;

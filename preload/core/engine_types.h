@@ -10,6 +10,7 @@
 
 #include "base/failure.h"
 #include "core/gate.h"
+#include "core/host_budget.h"
 #include "core/policy.h"
 
 namespace gpusleep {
@@ -39,6 +40,8 @@ struct OpResult {
   std::size_t bytes = 0;         // device bytes released (sleep) or mapped (wake)
   std::size_t copied_bytes = 0;  // bytes copied to host (sleep) or back (wake)
   std::size_t discarded_bytes = 0;
+  std::size_t pageable_bytes = 0;  // sleep: of copied_bytes, those put in pageable host memory
+  std::size_t spilled_bytes = 0;   // sleep: of copied_bytes, those written to disk
   double seconds = 0;
   double sync_seconds = 0;  // sleep: waiting for the device to go idle
   double copy_seconds = 0;  // mirror preparation and copies
@@ -84,6 +87,8 @@ struct TagStatus {
   // Host bytes its awake regions still need pinned before a sleep can copy at full speed
   // (0 for discard tags).
   std::size_t mirror_pending_bytes = 0;
+  std::size_t pageable_bytes = 0;  // contents of its asleep regions in pageable host memory
+  std::size_t spilled_bytes = 0;   // and on disk
   std::optional<double> last_sleep_ms;
   std::optional<double> last_wake_ms;
 };
@@ -124,6 +129,9 @@ struct EngineStatus {
   std::vector<UnsleepableStatus> unsleepable;  // every kind, with zero counts too
   std::vector<PeerGrant> peers;
   std::optional<GateStats> gate;  // null: the engine has no gate
+  BudgetUsage host;               // the host budget and what is held in each tier
+  std::string spill_dir;          // the disk tier's directory ("": none)
+  std::string spill_problem;      // why a configured spill directory is not used ("": none)
 };
 
 enum class AllocOutcome {

@@ -42,7 +42,8 @@ bool read_small(const std::string& path, std::string* out) {
 bool read_limit(const std::string& path, std::size_t* out, bool* unlimited) {
   std::string text;
   if (!read_small(path, &text)) return false;
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
+    text.pop_back();
   *unlimited = text == "max";
   if (*unlimited) return true;
   unsigned long long v = 0;
@@ -160,7 +161,8 @@ bool process_start_time(pid_t pid, unsigned long long* start) {
   if (close == std::string::npos) return false;
   std::size_t pos = close + 1;
   for (int field = 3; field <= 22; ++field) {
-    while (pos < text.size() && text[pos] == ' ') ++pos;
+    while (pos < text.size() && text[pos] == ' ')
+      ++pos;
     std::size_t end = text.find(' ', pos);
     if (end == std::string::npos) end = text.size();
     if (field == 22) {
@@ -203,8 +205,8 @@ bool HostBudget::open_locked() {
     errno = EPERM;
   }
   if (fd_ < 0) {
-    GS_WARN("host budget ledger %s unusable (%s); this process keeps its own budget",
-            path_.c_str(), strerror(errno));
+    GS_WARN("host budget ledger %s unusable (%s); this process keeps its own budget", path_.c_str(),
+            strerror(errno));
     broken_ = true;
     return false;
   }

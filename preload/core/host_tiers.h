@@ -45,7 +45,7 @@ class Stash {
   const Tier tier_;
   const std::size_t bytes_;
   HostBudget* const budget_;
-  char* host_ = nullptr;  // kPageable
+  char* host_ = nullptr;             // kPageable
   std::shared_ptr<SpillFile> file_;  // kDisk
   std::size_t offset_ = 0;
 };

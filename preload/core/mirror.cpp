@@ -65,6 +65,12 @@ Mirror::~Mirror() {
   if (budget_ != nullptr) budget_->release_pinned(prepared_bytes_.load() + reserved_);
 }
 
+void Mirror::unreserve() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (budget_ != nullptr && reserved_ > 0) budget_->release_pinned(reserved_);
+  reserved_ = 0;
+}
+
 bool Mirror::reserve_rest() {
   std::lock_guard<std::mutex> lock(mu_);
   std::size_t empty = 0;
@@ -245,8 +251,7 @@ void MirrorPreparer::run(int index) {
   std::unique_lock<std::mutex> lock(mu_);
   auto due_at = [this] { return std::max(quiet_at_, paced_at_); };
   auto background_due = [&] {
-    return background_helper && !background_.empty() &&
-           running_background_ < background_threads_ &&
+    return background_helper && !background_.empty() && running_background_ < background_threads_ &&
            (draining_ > 0 || due_at() <= std::chrono::steady_clock::now());
   };
   for (;;) {
@@ -274,9 +279,9 @@ void MirrorPreparer::run(int index) {
         ++running_background_;
         if (pacing_.rate > 0 && draining_ == 0) {
           auto m = job.mirror.lock();
-          const double seconds = m ? static_cast<double>(m->piece_size(job.piece)) /
-                                         static_cast<double>(pacing_.rate)
-                                   : 0.0;
+          const double seconds =
+              m ? static_cast<double>(m->piece_size(job.piece)) / static_cast<double>(pacing_.rate)
+                : 0.0;
           paced_at_ = std::max(paced_at_, std::chrono::steady_clock::now()) +
                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                           std::chrono::duration<double>(seconds));
@@ -302,8 +307,7 @@ void MirrorPreparer::run(int index) {
       if (!urgent) --running_background_;
     } else {
       if (idle_locked()) idle_cv_.notify_all();
-      if (background_helper && !background_.empty() &&
-          running_background_ < background_threads_) {
+      if (background_helper && !background_.empty() && running_background_ < background_threads_) {
         cv_.wait_until(lock, due_at());
       } else {
         cv_.wait(lock);

@@ -50,6 +50,8 @@ class Mirror {
   // Reserves from the budget every byte not yet prepared or reserved, so that ensure_piece() no
   // longer needs the budget. False (nothing reserved) when the budget has no room.
   bool reserve_rest();
+  // Gives back to the budget what reserve_rest() reserved and no piece has used yet.
+  void unreserve();
   bool piece_ready(std::size_t i) const;
   // Host address of byte `offset`. Precondition: the piece holding it is ready.
   char* at(std::size_t offset) const { return base_ + offset; }

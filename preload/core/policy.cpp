@@ -10,7 +10,15 @@ const std::map<std::string, Policy>& builtin_policies() {
 }  // namespace
 
 const char* policy_name(Policy policy) {
-  return policy == Policy::kDiscard ? "discard" : "offload";
+  switch (policy) {
+    case Policy::kDiscard:
+      return "discard";
+    case Policy::kSpill:
+      return "spill";
+    case Policy::kOffload:
+      break;
+  }
+  return "offload";
 }
 
 bool parse_policy(std::string_view text, Policy* out) {
@@ -20,6 +28,10 @@ bool parse_policy(std::string_view text, Policy* out) {
   }
   if (text == "discard") {
     *out = Policy::kDiscard;
+    return true;
+  }
+  if (text == "spill") {
+    *out = Policy::kSpill;
     return true;
   }
   return false;
@@ -80,7 +92,7 @@ bool parse_policy_list(std::string_view text, std::map<std::string, Policy>* out
     }
     if (!parse_policy(name, &policy)) {
       *error = "unknown policy '" + std::string(name) + "' for tag '" + std::string(tag) +
-               "' (offload or discard)";
+               "' (offload, discard or spill)";
       return false;
     }
     result[std::string(tag)] = policy;

@@ -11,10 +11,11 @@ namespace gpusleep {
 enum class Policy {
   kOffload,  // contents copied to a host mirror at sleep, restored at wake
   kDiscard,  // contents dropped at sleep; wake maps fresh memory
+  kSpill,    // contents written to a spill file on disk at sleep (spill.h), read back at wake
 };
 
 const char* policy_name(Policy policy);
-// Accepts "offload" and "discard". Returns false (and leaves *out) otherwise.
+// Accepts "offload", "discard" and "spill". Returns false (and leaves *out) otherwise.
 bool parse_policy(std::string_view text, Policy* out);
 
 // Tag → policy. Built-in defaults: kv_cache discards, every other tag offloads. Overrides (from the

@@ -122,6 +122,8 @@ RegionInfo RegionTable::info_of(const Region& r) {
                     r.slept_policy,
                     r.mirror ? r.mirror->prepared_bytes() : 0,
                     r.mirror ? r.mirror->bytes() : 0,
+                    r.stash && r.stash->tier() == Stash::Tier::kPageable ? r.stash->bytes() : 0,
+                    r.stash && r.stash->tier() == Stash::Tier::kDisk ? r.stash->bytes() : 0,
                     r.adopted != nullptr,
                     r.site,
                     r.rule};

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/host_tiers.h"
 #include "core/mirror.h"
 #include "core/policy.h"
 #include "core/site_context.h"
@@ -57,6 +58,8 @@ struct Region {
   RegionState state = RegionState::kAwake;
   Policy slept_policy = Policy::kOffload;  // what the last sleep did with the contents
   std::shared_ptr<Mirror> mirror;
+  // Asleep: where its contents are when not in the mirror (pageable memory or disk); else null.
+  std::shared_ptr<Stash> stash;
   bool gated = true;  // while not awake, it keeps the gate closed (SleepRequest::gate)
 
   // Owned by whoever moved the region into a busy state (or the allocating/freeing thread).
@@ -77,9 +80,11 @@ struct RegionInfo {
   std::string tag;
   RegionState state;
   Policy slept_policy;
-  std::size_t mirror_bytes;  // host bytes prepared for this region
-  std::size_t mirror_size;   // host bytes its mirror will hold (0: no mirror yet)
-  bool adopted;              // the program's own cuMemCreate memory
+  std::size_t mirror_bytes;    // host bytes prepared for this region
+  std::size_t mirror_size;     // host bytes its mirror will hold (0: no mirror yet)
+  std::size_t pageable_bytes;  // asleep: its contents in pageable host memory
+  std::size_t spilled_bytes;   // asleep: its contents on disk
+  bool adopted;                // the program's own cuMemCreate memory
   std::shared_ptr<const CallSite> site;
   std::string rule;
 };

@@ -122,8 +122,8 @@ std::unique_ptr<SpillFile> SpillFile::create(const std::string& dir, std::size_t
       if (rc == 0 && ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) rc = errno;
     }
     if (rc != 0) {
-      *error = "cannot reserve " + std::to_string(bytes) + " bytes in " + dir + ": " +
-               errno_text(rc);
+      *error =
+          "cannot reserve " + std::to_string(bytes) + " bytes in " + dir + ": " + errno_text(rc);
       ::close(fd);
       return nullptr;
     }

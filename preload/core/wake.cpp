@@ -132,7 +132,15 @@ class WakeOperation : public Operation {
       }
       map_rc_ = map_one(i, handle);
       map_seconds += monotonic_seconds() - u;
-      if (map_rc_ != kDrvOk || r.slept_policy != Policy::kOffload || r.mirror == nullptr) continue;
+      if (map_rc_ != kDrvOk || r.slept_policy == Policy::kDiscard) continue;
+      if (Stash* stash = r.stash.get()) {
+        staged_.push_back({r.ctx, r.va, stash->bytes(),
+                           [stash](std::size_t off, char* data, std::size_t n, std::string* e) {
+                             return stash->get(off, data, n, e);
+                           }});
+        continue;
+      }
+      if (r.mirror == nullptr) continue;
       Mirror& m = *r.mirror;
       for (std::size_t p = 0; p < m.piece_count() && copy_rc_ == kDrvOk; ++p) {
         std::size_t off = m.piece_offset(p);
@@ -144,9 +152,17 @@ class WakeOperation : public Operation {
     maker.stop();
     result_.wait_seconds = waited_seconds_;
     handles_ = maker.handles();  // every handle made, ours to release
+    // Contents kept past the mirrors come back through the staging ring, while the mirror
+    // restores run.
+    if (create_rc_ == kDrvOk && map_rc_ == kDrvOk && copy_rc_ == kDrvOk && !staged_.empty() &&
+        !parts_.tiers.staging().to_device(staged_, &stage_error_)) {
+      GS_WARN("wake: %s; nothing is woken", stage_error_.c_str());
+    }
     DrvStatus wait_rc = parts_.copier.wait();
     if (copy_rc_ == kDrvOk) copy_rc_ = wait_rc;
-    if (create_rc_ != kDrvOk || map_rc_ != kDrvOk || copy_rc_ != kDrvOk) return false;
+    if (create_rc_ != kDrvOk || map_rc_ != kDrvOk || copy_rc_ != kDrvOk || !stage_error_.empty()) {
+      return false;
+    }
     result_.map_seconds = map_seconds;
     result_.copy_seconds = monotonic_seconds() - t - map_seconds;
     return true;
@@ -185,6 +201,10 @@ class WakeOperation : public Operation {
       result_.error.free_bytes = free_bytes;
       return;
     }
+    if (!stage_error_.empty()) {
+      result_.fail(Failure::kDriverError, stage_error_ + ". Nothing was woken");
+      return;
+    }
     result_.fail(
         Failure::kDriverError,
         (create_rc_ != kDrvOk ? "cannot create device memory: " + driver.describe(create_rc_)
@@ -211,12 +231,19 @@ class WakeOperation : public Operation {
       policies[i] = r.slept_policy;
       result_.regions += 1;
       result_.bytes += r.mapped;
-      if (r.slept_policy == Policy::kOffload) {
-        result_.copied_bytes += r.mirror->bytes();
+      if (r.slept_policy != Policy::kDiscard) {
+        result_.copied_bytes += mirror_size(r.size);
       } else {
         result_.discarded_bytes += r.mapped;
       }
     }
+    // Pageable copies are freed and spilled ranges given back to the disk (Stash's destructor).
+    std::vector<std::shared_ptr<Stash>> stashes;
+    parts_.table.update([&] {
+      for (const auto& r : claimed_) {
+        if (r->stash) stashes.push_back(std::move(r->stash));
+      }
+    });
     std::vector<std::shared_ptr<Mirror>> dropped;
     if (!parts_.options.keep_mirrors) {
       parts_.table.update([&] {
@@ -248,6 +275,8 @@ class WakeOperation : public Operation {
   double waited_seconds_ = 0;           // by the creating thread, waiting for memory
   DrvStatus map_rc_ = kDrvOk;
   DrvStatus copy_rc_ = kDrvOk;
+  std::vector<StagingRing::Job> staged_;  // restores through the staging ring
+  std::string stage_error_;
 };
 
 }  // namespace

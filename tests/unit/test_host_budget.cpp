@@ -53,7 +53,8 @@ pid_t child_holding(const std::string& ledger, std::size_t bytes) {
     auto* b = new HostBudget(ledger, 100 * kMiB, false);
     char ok = b->reserve_pinned(bytes) ? '1' : '0';
     (void)!::write(fds[1], &ok, 1);
-    for (;;) pause();
+    for (;;)
+      pause();
   }
   close(fds[1]);
   char ok = 0;
@@ -122,8 +123,7 @@ TEST_CASE("host budget reads the cgroup v2 limit, and v1 where v2 has none", "[h
   CHECK_FALSE(read_cgroup_memory(t.path + "/cg2", t.path + "/self_v1").limited);
 }
 
-TEST_CASE("host budget refuses a reservation past the limit and changes nothing",
-          "[host_budget]") {
+TEST_CASE("host budget refuses a reservation past the limit and changes nothing", "[host_budget]") {
   TempDir t;
   HostBudget b(t.path + "/ledger", 10 * kMiB, true);
   CHECK(b.reserve_pinned(6 * kMiB));
@@ -161,8 +161,8 @@ TEST_CASE("host budget drops entries of dead pids and of reused pids with anothe
           "[host_budget]") {
   TempDir t;
   // 999999999 is past any pid_max; the parent is alive but started at another time than 1.
-  t.write("ledger", "limit 104857600\n999999999 5 104857600 0 0\n" +
-                        std::to_string(getppid()) + " 1 104857600 0 0\ngarbage line\n");
+  t.write("ledger", "limit 104857600\n999999999 5 104857600 0 0\n" + std::to_string(getppid()) +
+                        " 1 104857600 0 0\ngarbage line\n");
   HostBudget b(t.path + "/ledger", 100 * kMiB, false);
   CHECK(b.reserve_pinned(100 * kMiB));
   CHECK(t.read("ledger").find("999999999") == std::string::npos);

@@ -2,11 +2,11 @@
 // behind, contents read back intact, and a full disk reported before or while writing.
 #include <catch2/catch.hpp>
 
+#include <dirent.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <linux/magic.h>
-#include <dirent.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -55,8 +55,8 @@ struct Aligned {
   std::size_t n;
   char* p;
   explicit Aligned(std::size_t bytes) : n(bytes) {
-    p = static_cast<char*>(mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                                -1, 0));
+    p = static_cast<char*>(
+        mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   }
   ~Aligned() { munmap(p, n); }
 };
@@ -92,8 +92,7 @@ TEST_CASE("spill directory: memory file systems, links, relative paths and files
   CHECK_FALSE(check_spill_dir(d.path + "/missing", &error));
 }
 
-TEST_CASE("spill directory: open to group or others without the sticky bit is refused",
-          "[spill]") {
+TEST_CASE("spill directory: open to group or others without the sticky bit is refused", "[spill]") {
   DiskDir d;
   if (!d.on_disk()) {
     WARN("the build tree is in memory");
