@@ -28,7 +28,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from harness import Host, run_cli  # noqa: E402
+from harness import Host, only_result, run_cli  # noqa: E402
 
 GiB = 1 << 30
 
@@ -82,7 +82,7 @@ def tiers(build, gib, spill_dir, cycles):
             rc, res, err = run_cli(cli, [*args, "--pid", str(host.pid)], env)
             if rc != 0:
                 raise SystemExit(f"[{label}] gpusleep {' '.join(args)} failed: {err} {res}")
-            return res["result"]
+            return only_result(res)
 
         def line():
             text = host.send("line", expect="LINE", timeout=300)

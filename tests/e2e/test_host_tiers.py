@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from harness import EmulatedCase  # noqa: E402
+from harness import EmulatedCase, only_error, only_result  # noqa: E402
 
 MiB = 1 << 20
 TMPFS_MAGIC = 0x01021994
@@ -55,7 +55,7 @@ class HostTiers(EmulatedCase):
 
     def status(self, h, env=None):
         _, out, _ = self.cli("status", "--pid", str(h.pid), env=env)
-        return out["result"]
+        return only_result(out)
 
     def test_past_the_budget_regions_go_to_pageable_memory_and_come_back_intact(self):
         env = self.env_with(GPUSLEEP_HOST_BUDGET="40M", GPUSLEEP_PREP_SETTLE_MS="0")
@@ -64,7 +64,7 @@ class HostTiers(EmulatedCase):
             h.send(f"alloc w{i} 16777216 {i + 1}")
         free_awake = self.free()
         _, out, _ = self.cli("sleep", "--pid", str(h.pid), env=env)
-        r = out["result"]
+        r = only_result(out)
         self.assertEqual(r["copied_bytes"], 64 * MiB)
         self.assertEqual(self.free() - free_awake, 64 * MiB)
         s = self.status(h, env)
@@ -88,7 +88,7 @@ class HostTiers(EmulatedCase):
         h.send("alloc a 16777216 3")
         h.send("alloc b 3000000 4")
         _, out, _ = self.cli("sleep", "--pid", str(h.pid), env=env)
-        self.assertEqual(out["result"]["spilled_bytes"], 16 * MiB + 3002368)
+        self.assertEqual(only_result(out)["spilled_bytes"], 16 * MiB + 3002368)
         self.assertEqual(os.listdir(self.spill), [])  # the file has no name
         t = self.status(h, env)["totals"]
         self.assertEqual(t["spilled_bytes"], 16 * MiB + 3002368)
@@ -105,8 +105,8 @@ class HostTiers(EmulatedCase):
         h.send("alloc w 33554432 9")
         free_awake = self.free()
         _, out, _ = self.cli("sleep", "--pid", str(h.pid), env=env)
-        self.assertEqual(out["result"]["tags"][0]["policy"], "spill")
-        self.assertEqual(out["result"]["spilled_bytes"], 32 * MiB)
+        self.assertEqual(only_result(out)["tags"][0]["policy"], "spill")
+        self.assertEqual(only_result(out)["spilled_bytes"], 32 * MiB)
         self.assertEqual(self.free() - free_awake, 32 * MiB)
         s = self.status(h, env)
         self.assertEqual(s["totals"]["pinned_bytes"], 0)  # a spill tag gets no mirror
@@ -123,8 +123,8 @@ class HostTiers(EmulatedCase):
         free_awake = self.free()
         rc, out, _ = self.cli("sleep", "--pid", str(h.pid), ok=False, env=env)
         self.assertNotEqual(rc, 0)
-        self.assertEqual(out["error"]["code"], "host_out_of_memory")
-        message = out["error"]["message"]
+        self.assertEqual(only_error(out)["code"], "host_out_of_memory")
+        message = only_error(out)["message"]
         self.assertIn("GPUSLEEP_HOST_BUDGET", message)
         self.assertIn("GPUSLEEP_SPILL_DIR", message)
         self.assertEqual(self.free(), free_awake)  # nothing released
@@ -138,8 +138,8 @@ class HostTiers(EmulatedCase):
         h = self.start(tag="weights", env=env)
         h.send("alloc w 4194304 2")
         rc, out, _ = self.cli("sleep", "--pid", str(h.pid), ok=False, env=env)
-        self.assertEqual(out["error"]["code"], "host_out_of_memory")
-        self.assertIn("owned by uid 65534", out["error"]["message"])
+        self.assertEqual(only_error(out)["code"], "host_out_of_memory")
+        self.assertIn("owned by uid 65534", only_error(out)["message"])
         self.assertIn("owned by uid 65534", h.stderr())
         self.assertEqual(h.send("check w"), "OK check w match")
 
@@ -162,7 +162,7 @@ class HostTiers(EmulatedCase):
         a.proc.wait(timeout=30)
         # b's next sleep finds a's bytes back in the budget: all of its region pinned.
         _, out, _ = self.cli("sleep", "--pid", str(b.pid), env=env)
-        self.assertEqual(out["result"]["pageable_bytes"], 0)
+        self.assertEqual(only_result(out)["pageable_bytes"], 0)
         self.assertEqual(self.status(b, env)["totals"]["pinned_bytes"], 32 * MiB)
         self.cli("wake", "--pid", str(b.pid), env=env)
         self.assertEqual(b.send("check w"), "OK check w match")
