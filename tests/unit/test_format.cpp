@@ -104,8 +104,10 @@ TEST_CASE("status shows devices, one row per tag, unsleepable memory, peers and 
         "pid 42  python serve.py\n"
         "  phase tag: none (default tag: default)\n"
         "  device 0: 100.00 GiB free of 140.00 GiB\n"
-        "  TAG      POLICY   STATE   REGIONS  RESIDENT  ASLEEP    MIRROR    LAST SLEEP  LAST WAKE\n"
-        "  weights  offload  asleep  2        0 B       4.00 MiB  4.00 MiB  12.3 ms     -\n"
+        "  TAG      POLICY   STATE   REGIONS  RESIDENT  ASLEEP    MIRROR    PAGEABLE  ON DISK  "
+        "LAST SLEEP  LAST WAKE\n"
+        "  weights  offload  asleep  2        0 B       4.00 MiB  4.00 MiB  -         -        "
+        "12.3 ms     -\n"
         "  cannot sleep: 2.00 MiB in 1 allocations, ipc\n"
         "  peer access: device 1 uses device 0's regions\n"
         "  gate (wait): closed, 1 threads waiting; 3 calls waited, the longest 5.0 ms\n");
@@ -130,8 +132,10 @@ TEST_CASE("fields of an unexpected type print as ? and never throw", "[format]")
   CHECK(out ==
         "pid 1\n"
         "  phase tag: 7 (default tag: ?)\n"
-        "  TAG  POLICY  STATE  REGIONS  RESIDENT  ASLEEP  MIRROR  LAST SLEEP  LAST WAKE\n"
-        "  5    []      awake  ?        -         -       -       -           -\n"
+        "  TAG  POLICY  STATE  REGIONS  RESIDENT  ASLEEP  MIRROR  PAGEABLE  ON DISK  LAST SLEEP  "
+        "LAST WAKE\n"
+        "  5    []      awake  ?        -         -       -       -         -        -           "
+        "-\n"
         "  not managed (passed through): ? allocations, -\n");
   CHECK(format_error(1, {{"code", nullptr}}) == "pid 1: error ?: ?\n");
   CHECK(format_retag(1, {{"regions", "x"}, {"bytes", 4096}, {"tag", "weights"}}) ==

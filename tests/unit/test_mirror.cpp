@@ -205,7 +205,7 @@ TEST_CASE_METHOD(MirrorTest, "background preparation waits until allocations hav
   CHECK(eventually([&] { return registered_since() == 20 * kMiB; }));
 }
 
-TEST_CASE_METHOD(MirrorTest, "background preparation keeps to its rate; a drain does not wait",
+TEST_CASE_METHOD(MirrorTest, "background preparation keeps to its rate, and a drain does not wait",
                  "[mirror]") {
   PrepPacing pacing;
   pacing.rate = 8 * kMiB;  // a second: 32 MiB would take 4 s
