@@ -203,8 +203,13 @@ TEST_CASE("an empty line gets a reply as every line does", "[server]") {
   REQUIRE(server.start(&error));
   int fd = raw_connect(server.path());
   write_all(fd, "\n\r\n");
-  CHECK(read_reply(fd)["result"]["echo"] == "");
-  CHECK(read_reply(fd)["result"]["echo"] == "");
+  // One reader for both replies: they may come in one read.
+  LineReader reader(fd, protocol::kMaxReply);
+  for (int i = 0; i < 2; ++i) {
+    std::string line;
+    REQUIRE(reader.read_line(&line, 5000) == ReadResult::kLine);
+    CHECK(Json::parse(line)["result"]["echo"] == "");
+  }
   close(fd);
 }
 
