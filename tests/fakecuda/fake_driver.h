@@ -84,10 +84,10 @@ namespace fakecuda __attribute__((visibility("hidden"))) {
   // The process's state; every field is guarded by `mu` unless it says otherwise.
   State& st();
 
-  extern thread_local Ctx* t_current;
-  extern thread_local Ctx* t_stack[16];  // cuCtxPushCurrent's stack below t_current
-  extern thread_local int t_depth;
-  extern thread_local CUstreamCaptureMode t_capture_mode;
+  extern thread_local constinit Ctx* t_current;
+  extern thread_local constinit Ctx* t_stack[16];  // cuCtxPushCurrent's stack below t_current
+  extern thread_local constinit int t_depth;
+  extern thread_local constinit CUstreamCaptureMode t_capture_mode;
   // Set for good once a kernel faulted: the process's contexts are lost.
   extern std::atomic<bool> g_context_lost;
 

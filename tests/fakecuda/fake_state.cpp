@@ -39,10 +39,10 @@ State& st() {
   return *s;
 }
 
-thread_local Ctx* t_current = nullptr;
-thread_local Ctx* t_stack[16];  // cuCtxPushCurrent's stack below t_current
-thread_local int t_depth = 0;
-thread_local CUstreamCaptureMode t_capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+thread_local constinit Ctx* t_current = nullptr;
+thread_local constinit Ctx* t_stack[16] = {};  // cuCtxPushCurrent's stack below t_current
+thread_local constinit int t_depth = 0;
+thread_local constinit CUstreamCaptureMode t_capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
 
 // A potentially unsafe call during another thread's global-mode capture. Caller holds the lock.
 CUresult capture_check(bool always_conflicts) {
