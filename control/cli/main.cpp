@@ -35,8 +35,8 @@ Exit status: 0 on success; 1 when a process reported an error or none was found;
 error, when nothing was done. run exits with its program's status.
 'gpusleep COMMAND --help' or 'gpusleep help COMMAND' shows a command's options.)";
 
-const std::vector<std::string> kCommands = {"run",  "ps",  "status", "regions", "retag", "sleep",
-                                            "wake", "swap", "tag", "policy", "rules", "help"};
+const std::vector<std::string> kCommands = {"run",  "ps",   "status", "regions", "retag", "sleep",
+                                            "wake", "swap", "tag",    "policy",  "rules", "help"};
 
 // Edit distance, for "did you mean": the names are short.
 std::size_t distance(const std::string& a, const std::string& b) {

@@ -61,7 +61,9 @@ Json op_request(const char* op, const std::vector<std::string>& tags, const Json
   return protocol::make_request(op, fields);
 }
 
-bool succeeded(const Outcome& o) { return o.answered && o.reply.value("ok", false); }
+bool succeeded(const Outcome& o) {
+  return o.answered && o.reply.value("ok", false);
+}
 
 // Runs `a` and `b` (each a set of calls) at the same time.
 void together(const std::function<void()>& a, const std::function<void()>& b) {
@@ -78,8 +80,7 @@ int cmd_swap(const SwapOptions& s, const TargetOptions& o) {
   for (const Target& a : sleepers) {
     for (const Target& b : wakers) {
       if (a.pid == b.pid) {
-        throw UsageError("swap: process " + std::to_string(a.pid) +
-                         " cannot both sleep and wake");
+        throw UsageError("swap: process " + std::to_string(a.pid) + " cannot both sleep and wake");
       }
     }
   }
@@ -145,11 +146,10 @@ int cmd_swap(const SwapOptions& s, const TargetOptions& o) {
         report.process(ts[i].pid, r, text + now, extra);
         continue;
       }
-      report.process(ts[i].pid, nullptr, "pid " + std::to_string(ts[i].pid) + ": " + role +
-                                               " failed" + now,
-                     extra);
-      report_outcomes({ts[i]}, {outs[i]}, [](int, const Json&) { return std::string(); },
-                      timeout, &report);
+      report.process(ts[i].pid, nullptr,
+                     "pid " + std::to_string(ts[i].pid) + ": " + role + " failed" + now, extra);
+      report_outcomes(
+          {ts[i]}, {outs[i]}, [](int, const Json&) { return std::string(); }, timeout, &report);
     }
   };
   add(sleepers, slept, sleeper_state, "sleep", "slept");

@@ -15,7 +15,8 @@ bool parse_request(std::string_view line, Request* out, Json* error) {
   Json body;
   std::string why;
   if (line.find_first_not_of(" \t\r") == std::string_view::npos) {
-    *error = error_reply(nullptr, Failure::kBadRequest, "an empty line; a request is a JSON object");
+    *error =
+        error_reply(nullptr, Failure::kBadRequest, "an empty line; a request is a JSON object");
     return false;
   }
   if (!parse_json(line, &body, &why)) {

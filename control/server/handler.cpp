@@ -471,8 +471,8 @@ Json Handler::retag(const protocol::Request& req) {
       if (hit) selected.insert(r.id);
     }
   }
-  auto [count, bytes] = engine_->retag(
-      [&selected](const RegionInfo& r) { return selected.count(r.id) != 0; }, *tag);
+  auto [count, bytes] =
+      engine_->retag([&selected](const RegionInfo& r) { return selected.count(r.id) != 0; }, *tag);
   return protocol::ok_reply(req.id, Json{{"tag", *tag}, {"regions", count}, {"bytes", bytes}});
 }
 

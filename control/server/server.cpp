@@ -140,10 +140,10 @@ void Server::serve(int fd) {
       ReadResult r = reader.read_line(&line, config_.idle_timeout_ms);
       if (r == ReadResult::kTooLong) {
         write_all(fd,
-                  protocol::encode(protocol::error_reply(
-                      nullptr, Failure::kMessageTooLarge,
-                      "request longer than " + std::to_string(config_.max_message) +
-                          " bytes; closing the connection")),
+                  protocol::encode(protocol::error_reply(nullptr, Failure::kMessageTooLarge,
+                                                         "request longer than " +
+                                                             std::to_string(config_.max_message) +
+                                                             " bytes; closing the connection")),
                   config_.write_timeout_ms);
         break;
       }

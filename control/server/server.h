@@ -40,8 +40,8 @@ class Server {
 
   // Creates the socket DIR/PID.sock (mode 0600) and starts accepting. A spare descriptor is kept
   // so that when the process runs out of them a connection is still accepted and answered
-  // `busy` rather than left pending, and accepting backs off instead of spinning. Returns false with the
-  // reason in *error (the directory is not private, the path is too long, ...).
+  // `busy` rather than left pending, and accepting backs off instead of spinning. Returns false
+  // with the reason in *error (the directory is not private, the path is too long, ...).
   bool start(std::string* error);
   // Stops accepting, ends every connection, waits for their threads and removes the socket.
   void stop();

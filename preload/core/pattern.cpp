@@ -100,8 +100,9 @@ class PatternCompiler {
     bool quantified = false;
     while (!at_end() && (peek() == '*' || peek() == '+' || peek() == '?' || peek() == '{')) {
       if (quantified) {
-        fail("a quantifier cannot follow a quantifier (lazy and possessive forms are not "
-             "supported)");
+        fail(
+            "a quantifier cannot follow a quantifier (lazy and possessive forms are not "
+            "supported)");
       }
       const Node::Kind kind = nodes_[node].kind;
       if (kind == Node::kBegin || kind == Node::kEnd) fail("an anchor cannot be repeated");
@@ -235,7 +236,8 @@ class PatternCompiler {
       case 'b':
       case 'B':
         --pos_;
-        fail(in_bracket ? "\\b inside [...] is not supported" : "word boundaries are not supported");
+        fail(in_bracket ? "\\b inside [...] is not supported"
+                        : "word boundaries are not supported");
       default:
         break;
     }

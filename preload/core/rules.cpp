@@ -269,7 +269,8 @@ std::shared_ptr<const RuleSet> RuleSet::parse(const Json& doc, std::string* erro
       if (total_states > kMaxTotalStates) {
         throw RuleError("rule " + std::to_string(i + 1) + " (\"" + r.name +
                         "\"): the rule set's regular expressions together are too complex (more "
-                        "than " + std::to_string(kMaxTotalStates) + " states)");
+                        "than " +
+                        std::to_string(kMaxTotalStates) + " states)");
       }
     }
     // One tag, one policy.
@@ -306,7 +307,7 @@ std::shared_ptr<const RuleSet> RuleSet::parse(const Json& doc, std::string* erro
 }
 
 std::vector<const RuleSet::Results*> RuleSet::python_results(const std::vector<PyFrame>& frames,
-                                                              std::deque<Results>* spill) const {
+                                                             std::deque<Results>* spill) const {
   // A frame's key is its module, qualname and "file:line", which the file pattern is matched on.
   std::string joined;
   std::vector<std::size_t> ends;
@@ -385,8 +386,8 @@ const Rule* RuleSet::match(const AllocationFacts& facts, SiteContext* context) c
       if (!python) python = python_results(context->python_frames(), &spill);
       bool all = true;
       for (std::size_t i = r.python_first; all && i < r.python_first + r.python.size(); ++i) {
-        all = std::any_of(python->begin(), python->end(),
-                          [&](const Results* x) { return (*x)[i]; });
+        all =
+            std::any_of(python->begin(), python->end(), [&](const Results* x) { return (*x)[i]; });
       }
       if (!all) continue;
     }

@@ -25,7 +25,7 @@ namespace gpusleep {
 struct PyFrameMatcher {
   // Each present pattern must match (Pattern::search) the same frame; some frame must match.
   std::optional<Pattern> module, qualname, file;  // file is matched against "file:line"
-  std::string text;                                  // as written, for describing the rule
+  std::string text;                               // as written, for describing the rule
 };
 
 struct Rule {

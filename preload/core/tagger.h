@@ -7,8 +7,8 @@
 #include <mutex>
 #include <string>
 
-#include "core/site_context.h"
 #include "core/rules.h"
+#include "core/site_context.h"
 
 namespace gpusleep {
 
