@@ -55,12 +55,42 @@ class LocalCluster:
         return node
 
     def kill_node(self, node):
+        """A machine dying: every process under the node's raylet (its workers, the actors'
+        children) is killed with the raylet. Ray's remove_node kills the raylet alone, and a
+        worker may then run on for seconds and answer, which a dead machine never does."""
+        raylets = node.all_processes.get("raylet", [])
+        doomed = [d for info in raylets for d in descendants(info.process.pid)]
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.cluster.remove_node(node, allow_graceful=False)
 
     def shutdown(self):
         ray.shutdown()
         self.cluster.shutdown()
         self.tmp.cleanup()
+
+
+def descendants(pid):
+    """Every process below `pid`, read from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], list(children.get(pid, []))
+    while todo and len(out) < 100000:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
 
 
 def on_node(node):

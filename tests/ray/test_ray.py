@@ -267,6 +267,7 @@ class RayJob(unittest.TestCase):
             killer.join()
             self.assertLess(took, 31)
             self.assertFalse(r.ok)
+            self.assertIsNotNone(r.nodes[doomed.node_id].error, r.summary())
             self.assertEqual(r.nodes[doomed.node_id].error["code"], "node_died",
                              r.summary())
             self.assertEqual(sorted(p.pid for p in r.processes if p.ok), sorted(self.pids))

@@ -236,12 +236,33 @@ def _dispatch(requests, alive, start, deadline, op):
         answers = {}
     out = {}
     for node, ref in refs.items():
-        out[node] = _collect(node, ref, ref in still, answers.get(ref), alive, deadline - start,
+        out[node] = _collect(node, ref, ref in still, answers.get(ref), alive, start, deadline,
                              op)
     return out
 
 
-def _collect(node, ref, unanswered, answer, alive, budget, op):
+# How long a call whose node agent died waits for Ray to say whether its node died with it
+# (the agent's death usually reaches this process before the node's does).
+NODE_DEATH_SETTLE = 3.0
+
+
+def _lost_worker(error):
+    return isinstance(error, (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                              ray.exceptions.NodeDiedError))
+
+
+def _node_gone(node, settle_until):
+    """Whether `node` is no longer alive, polling until `settle_until` while it still is."""
+    while True:
+        if node not in _alive_nodes():
+            return True
+        if time.monotonic() >= settle_until:
+            return False
+        time.sleep(0.1)
+
+
+def _collect(node, ref, unanswered, answer, alive, start, end, op):
+    budget = end - start
     result = NodeResult(node, alive.get(node, ""))
     if unanswered:
         try:
@@ -260,7 +281,8 @@ def _collect(node, ref, unanswered, answer, alive, budget, op):
         answer = answer if answer is not None else ray.get(ref, timeout=5.0)
     except Exception as e:  # noqa: BLE001 - the node's failure is its entry
         _forget_agent(node)  # dead with its node, or broken: the next call makes a new one
-        gone = node not in _alive_nodes()
+        settle = min(end, time.monotonic() + NODE_DEATH_SETTLE) if _lost_worker(e) else 0
+        gone = _node_gone(node, settle)
         result.error = {"code": "node_died" if gone else "task_failed", "details": {},
                         "message": (f"node {node} died during the {op}: " if gone else
                                     f"the task on node {node} failed: ")
