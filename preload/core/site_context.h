@@ -1,5 +1,5 @@
 // Where an allocation was made: the Python frames of the allocating thread (innermost first) and
-// the native return addresses. Captured once per allocation (callstack.cpp) and kept with its
+// the native return addresses. Captured once per allocation (host/live_site.cpp) and kept with its
 // region, so `gpusleep regions` can show and group call sites, and rules can match them.
 #pragma once
 

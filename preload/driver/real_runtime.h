@@ -4,7 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "hooks/runtime_symbols.h"
+#include "driver/runtime_symbols.h"
 
 namespace gpusleep {
 

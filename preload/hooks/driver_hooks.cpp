@@ -1,15 +1,15 @@
-// The exported driver symbols and the substitution table, generated from driver_hooks.h. Each
+// The exported driver symbols and the substitution table, generated from driver_symbols.h. Each
 // exported function finds the driver's function it stands for and runs its body in
-// interpose.cpp.
+// runtime_calls.cpp, or passes the gate.
 #include "hooks/driver_symbols.h"
 
 #include <dlfcn.h>
 
 #include <cstring>
 
-#include "driver/real_runtime.h"
-#include "core/gate.h"
 #include "base/log.h"
+#include "core/gate.h"
+#include "driver/real_runtime.h"
 
 namespace gpusleep::driver_hooks {
 namespace {

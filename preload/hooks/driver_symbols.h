@@ -313,8 +313,8 @@ void* real_or_next(std::size_t slot);
 
 }  // namespace gpusleep::driver_hooks
 
-// The bodies of GPUSLEEP_DRIVER_HOOKS, in interpose.cpp (the gated ones need none): each receives
-// its caller's address and the driver's function it stands for.
+// The bodies of GPUSLEEP_DRIVER_HOOKS, in runtime_calls.cpp (the gated ones need none): each
+// receives its caller's address and the driver's function it stands for.
 namespace gpusleep::hooks {
 #define GPUSLEEP_BODY_DECL(ret, abi, api, since, until, variant, params, args) \
   ret abi GPUSLEEP_PREPEND(std::uintptr_t call_site, GPUSLEEP_PREPEND(ret(*real) params, params));

@@ -1,12 +1,13 @@
-// The exported CUDA runtime symbols, generated from hooked_symbols.h: each records its caller and
-// forwards to its body in interpose.cpp. Nothing else lives here.
+// The exported CUDA runtime symbols, generated from driver/runtime_symbols.h: each records its
+// caller and forwards to its body in runtime_calls.cpp, or passes the gate. Nothing else lives
+// here.
 #include <cstdint>
 
 #include "core/gate.h"
-#include "hooks/runtime_symbols.h"
-#include "hooks/runtime_calls.h"
-#include "hooks/macro_util.h"
 #include "driver/real_runtime.h"
+#include "driver/runtime_symbols.h"
+#include "hooks/macro_util.h"
+#include "hooks/runtime_calls.h"
 
 #define GPUSLEEP_DEFINE_HOOK(ret, name, params, args)                         \
   extern "C" GPUSLEEP_EXPORT ret name params {                                \

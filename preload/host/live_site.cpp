@@ -20,7 +20,7 @@ void LiveSite::take() {
     site_->native.push_back(reinterpret_cast<std::uintptr_t>(pcs[i]));
   if (python_) {
     bool unavailable = false;
-    site_->python = pystack::capture(&unavailable);
+    site_->python = python_frames::capture(&unavailable);
     site_->python_unavailable = unavailable;
   }
 }

@@ -1,5 +1,5 @@
-// The call-site context of an allocation in the host process: its Python frames (pystack.h), its
-// native return addresses and whether its thread is capturing a CUDA graph. Python frames and
+// The call-site context of an allocation in the host process: its Python frames (python_frames.h),
+// its native return addresses and whether its thread is capturing a CUDA graph. Python frames and
 // native addresses are taken once, when first asked for; symbols only when a rule asks.
 #pragma once
 

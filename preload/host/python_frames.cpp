@@ -12,11 +12,11 @@
 #include <string>
 #include <thread>
 
-#include "driver/real_runtime.h"
 #include "base/log.h"
 #include "base/threads.h"
+#include "driver/real_runtime.h"
 
-namespace gpusleep::pystack {
+namespace gpusleep::python_frames {
 namespace {
 
 using PyObj = void*;
@@ -258,4 +258,4 @@ std::vector<PyFrame> capture(bool* unavailable) {
   return frames;
 }
 
-}  // namespace gpusleep::pystack
+}  // namespace gpusleep::python_frames

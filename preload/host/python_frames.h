@@ -11,7 +11,7 @@
 
 #include "core/site_context.h"
 
-namespace gpusleep::pystack {
+namespace gpusleep::python_frames {
 
 inline constexpr std::size_t kMaxFrames = 64;
 inline constexpr int kHelperTimeoutMs = 100;
@@ -24,4 +24,4 @@ std::vector<PyFrame> capture(bool* unavailable);
 // Whether the process has a running Python interpreter.
 bool interpreter_running();
 
-}  // namespace gpusleep::pystack
+}  // namespace gpusleep::python_frames

@@ -1,7 +1,7 @@
 // The one list of CUDA runtime symbols the library exports (X-macro; the driver's are in
-// driver_hooks.h). From it come the exported
-// functions (hooks.cpp), the table of real functions (real_runtime.h) and the symbol list that
-// tests check the built library against.
+// hooks/driver_symbols.h). From it come the exported functions (hooks/runtime_hooks.cpp), the
+// table of real functions (real_runtime.h) and the symbol list that tests check the built library
+// against.
 #pragma once
 
 // X(return type, name, parameter list, argument list)
