@@ -1,77 +1,24 @@
-// Hook bodies. Each holds a Reentry guard (host/process.h), the only way to reach the runtime:
-// a call made while the library itself is inside a hook goes straight to the real function, so
-// the library never manages its own allocations (nor those the real runtime makes when an
-// allocation passes through to it).
+// Hook bodies. Each takes a Reentry guard (host/process.h), the only way to reach the runtime, and
+// hands the call to host/cuda_calls.h; a call made while the library itself is inside a hook goes
+// straight to the real function. Only the lookups that hand back the library's own wrappers are
+// answered here.
 #include "hooks/runtime_calls.h"
 
-#include <limits>
-
-#include "base/log.h"
-#include "core/engine.h"
 #include "driver/real_runtime.h"
 #include "hooks/driver_symbols.h"
-#include "host/live_site.h"
+#include "host/cuda_calls.h"
 #include "host/process.h"
 
 namespace gpusleep::hooks {
-namespace {
-
-// Allocates `bytes` on `device` as a region, with the call site the tagging rules ask about.
-AllocOutcome allocate_region(Runtime* rt, std::size_t bytes, int device, std::uintptr_t call_site,
-                             DevicePtr* va) {
-  LiveSite site(rt->driver(), rt->options().python_stacks);
-  AllocOutcome outcome = rt->engine().allocate(bytes, device, call_site, va, &site);
-  if (outcome == AllocOutcome::kOutOfMemory) {
-    GS_INFO("out of device memory for %zu bytes on device %d", bytes, device);
-  }
-  return outcome;
-}
-
-cudaError_t real_malloc(Engine* engine, void** devPtr, size_t size) {
-  const RealRuntime& real = real_runtime();
-  if (real.cudaMalloc == nullptr) return cudaErrorInitializationError;
-  cudaError_t rc = real.cudaMalloc(devPtr, size);
-  if (rc == cudaSuccess && engine != nullptr && devPtr != nullptr && *devPtr != nullptr) {
-    engine->note_passthrough(reinterpret_cast<DevicePtr>(*devPtr), size);
-  }
-  return rc;
-}
-
-}  // namespace
 
 cudaError_t cudaMalloc(std::uintptr_t call_site, void** devPtr, size_t size) {
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt == nullptr || devPtr == nullptr) return real_malloc(nullptr, devPtr, size);
-  int device = 0;
-  const RealRuntime& real = real_runtime();
-  if (real.cudaGetDevice == nullptr || real.cudaGetDevice(&device) != cudaSuccess) {
-    return real_malloc(&rt->engine(), devPtr, size);
-  }
-  DevicePtr va = 0;
-  switch (allocate_region(rt, size, device, call_site, &va)) {
-    case AllocOutcome::kManaged:
-      *devPtr = reinterpret_cast<void*>(va);
-      return cudaSuccess;
-    case AllocOutcome::kOutOfMemory:
-      *devPtr = nullptr;
-      return cudaErrorMemoryAllocation;
-    case AllocOutcome::kPassthrough:
-      break;
-  }
-  return real_malloc(&rt->engine(), devPtr, size);
+  return cuda_calls::runtime_malloc(guard, call_site, devPtr, size);
 }
 
 cudaError_t cudaFree(std::uintptr_t /*call_site*/, void* devPtr) {
   Reentry guard;
-  const RealRuntime& real = real_runtime();
-  Runtime* rt = devPtr != nullptr ? Runtime::enter(guard) : nullptr;
-  if (rt != nullptr) {
-    auto ptr = reinterpret_cast<DevicePtr>(devPtr);
-    if (rt->engine().free(ptr) == FreeOutcome::kFreed) return cudaSuccess;
-    rt->engine().forget_passthrough(ptr);
-  }
-  return real.cudaFree != nullptr ? real.cudaFree(devPtr) : cudaErrorInitializationError;
+  return cuda_calls::runtime_free(guard, devPtr);
 }
 
 cudaError_t cudaGetDriverEntryPoint(std::uintptr_t /*call_site*/, const char* symbol,
@@ -81,12 +28,9 @@ cudaError_t cudaGetDriverEntryPoint(std::uintptr_t /*call_site*/, const char* sy
   if (real.cudaGetDriverEntryPoint == nullptr) return cudaErrorNotSupported;
   cudaError_t rc = real.cudaGetDriverEntryPoint(symbol, funcPtr, flags, driverStatus);
   if (rc != cudaSuccess || funcPtr == nullptr || *funcPtr == nullptr) return rc;
-  // It answers for the runtime's own CUDA version.
-  int version = 0;
-  if (real.cudaRuntimeGetVersion == nullptr ||
-      real.cudaRuntimeGetVersion(&version) != cudaSuccess) {
+  int version = 0;  // it answers for the runtime's own CUDA version
+  if (real.cudaRuntimeGetVersion == nullptr || real.cudaRuntimeGetVersion(&version) != cudaSuccess)
     return rc;
-  }
   *funcPtr = driver_hooks::for_runtime_entry(symbol, version, *funcPtr);
   return rc;
 }
@@ -104,37 +48,7 @@ cudaError_t cudaGetDriverEntryPointByVersion(std::uintptr_t /*call_site*/, const
   return rc;
 }
 
-// ---- driver entry points (driver_hooks.h) ----
-
-namespace {
-
-// Pitch of cuMemAllocPitch: rows aligned for any texture binding, as the driver does.
-constexpr std::size_t kPitchAlignment = 512;
-
-// cuMemAlloc's contract on a managed region: the current context's device, its error codes.
-CUresult allocate_managed(Runtime* rt, std::size_t bytes, std::uintptr_t call_site,
-                          CUdeviceptr* dptr, bool* passthrough) {
-  *passthrough = false;
-  int device = 0;
-  if (rt->driver().current_device(&device) != kDrvOk) {
-    *passthrough = true;  // no current context: the driver says so
-    return CUDA_SUCCESS;
-  }
-  DevicePtr va = 0;
-  switch (allocate_region(rt, bytes, device, call_site, &va)) {
-    case AllocOutcome::kManaged:
-      *dptr = static_cast<CUdeviceptr>(va);
-      return CUDA_SUCCESS;
-    case AllocOutcome::kOutOfMemory:
-      return CUDA_ERROR_OUT_OF_MEMORY;
-    case AllocOutcome::kPassthrough:
-      break;
-  }
-  *passthrough = true;
-  return CUDA_SUCCESS;
-}
-
-}  // namespace
+// ---- driver entry points (driver_symbols.h) ----
 
 CUresult cuGetProcAddress(std::uintptr_t, CUresult (*real)(const char*, void**, int, cuuint64_t),
                           const char* symbol, void** pfn, int cudaVersion, cuuint64_t flags) {
@@ -160,15 +74,7 @@ CUresult cuGetProcAddress_v2(std::uintptr_t,
 CUresult cuMemAlloc_v2(std::uintptr_t call_site, CUresult (*real)(CUdeviceptr*, size_t),
                        CUdeviceptr* dptr, size_t bytesize) {
   Reentry guard;
-  Runtime* rt = dptr != nullptr && bytesize != 0 ? Runtime::enter(guard) : nullptr;
-  if (rt != nullptr) {
-    bool passthrough = false;
-    CUresult rc = allocate_managed(rt, bytesize, call_site, dptr, &passthrough);
-    if (!passthrough) return rc;
-  }
-  CUresult rc = real(dptr, bytesize);
-  if (rc == CUDA_SUCCESS && rt != nullptr) rt->engine().note_passthrough(*dptr, bytesize);
-  return rc;
+  return cuda_calls::mem_alloc(guard, call_site, real, dptr, bytesize);
 }
 
 CUresult cuMemAllocPitch_v2(std::uintptr_t call_site,
@@ -176,195 +82,86 @@ CUresult cuMemAllocPitch_v2(std::uintptr_t call_site,
                             CUdeviceptr* dptr, size_t* pPitch, size_t WidthInBytes, size_t Height,
                             unsigned int ElementSizeBytes) {
   Reentry guard;
-  const bool valid = dptr != nullptr && pPitch != nullptr && WidthInBytes != 0 && Height != 0 &&
-                     (ElementSizeBytes == 4 || ElementSizeBytes == 8 || ElementSizeBytes == 16);
-  Runtime* rt = valid ? Runtime::enter(guard) : nullptr;  // invalid: the driver's own error
-  if (rt != nullptr) {
-    const std::size_t pitch =
-        (WidthInBytes + kPitchAlignment - 1) / kPitchAlignment * kPitchAlignment;
-    if (pitch >= WidthInBytes && Height <= std::numeric_limits<std::size_t>::max() / pitch) {
-      bool passthrough = false;
-      CUresult rc = allocate_managed(rt, pitch * Height, call_site, dptr, &passthrough);
-      if (!passthrough) {
-        if (rc == CUDA_SUCCESS) *pPitch = pitch;
-        return rc;
-      }
-    }
-  }
-  CUresult rc = real(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
-  if (rc == CUDA_SUCCESS && rt != nullptr) rt->engine().note_passthrough(*dptr, *pPitch * Height);
-  return rc;
+  return cuda_calls::mem_alloc_pitch(guard, call_site, real, dptr, pPitch, WidthInBytes, Height,
+                                     ElementSizeBytes);
 }
 
 CUresult cuMemFree_v2(std::uintptr_t, CUresult (*real)(CUdeviceptr), CUdeviceptr dptr) {
   Reentry guard;
-  Runtime* rt = dptr != 0 ? Runtime::enter(guard) : nullptr;
-  if (rt != nullptr) {
-    if (rt->engine().free(dptr) == FreeOutcome::kFreed) return CUDA_SUCCESS;
-    if (!rt->engine().forget_passthrough(dptr)) {
-      rt->engine().forget_foreign(ForeignKind::kStreamOrdered, dptr);
-    }
-  }
-  return real(dptr);
+  return cuda_calls::mem_free(guard, real, dptr);
 }
 
 CUresult cuCtxEnablePeerAccess(std::uintptr_t, CUresult (*real)(CUcontext, unsigned int),
                                CUcontext peerContext, unsigned int Flags) {
   Reentry guard;
-  CUresult rc = real(peerContext, Flags);
-  if (rc != CUDA_SUCCESS && rc != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED) return rc;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt == nullptr) return rc;
-  int accessor = 0;
-  int owner = 0;
-  Driver& driver = rt->driver();
-  if (driver.current_device(&accessor) == kDrvOk &&
-      driver.context_device(peerContext, &owner) == kDrvOk) {
-    rt->engine().grant_peer(accessor, owner);
-  }
-  return rc;
+  return cuda_calls::peer_enabled(guard, real(peerContext, Flags), peerContext);
 }
 
 CUresult cuCtxDisablePeerAccess(std::uintptr_t, CUresult (*real)(CUcontext),
                                 CUcontext peerContext) {
   Reentry guard;
-  CUresult rc = real(peerContext);
-  Runtime* rt = rc == CUDA_SUCCESS ? Runtime::enter(guard) : nullptr;
-  int accessor = 0;
-  int owner = 0;
-  if (rt != nullptr && rt->driver().current_device(&accessor) == kDrvOk &&
-      rt->driver().context_device(peerContext, &owner) == kDrvOk) {
-    rt->engine().revoke_peer(accessor, owner);
-  }
-  return rc;
+  return cuda_calls::peer_disabled(guard, real(peerContext), peerContext);
 }
 
 CUresult cuIpcGetMemHandle(std::uintptr_t, CUresult (*real)(CUipcMemHandle*, CUdeviceptr),
                            CUipcMemHandle* pHandle, CUdeviceptr dptr) {
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt != nullptr) {
-    if (std::optional<RegionInfo> r = rt->engine().region_containing(dptr)) {
-      GS_WARN(
-          "legacy IPC (cudaIpcGetMemHandle/cuIpcGetMemHandle) asked for 0x%llx, in region %llu "
-          "(tag %s): memory that can sleep cannot be shared that way. Leave such allocations "
-          "to the CUDA allocator with a pass-through rule (docs/tagging.md)",
-          static_cast<unsigned long long>(dptr), static_cast<unsigned long long>(r->id),
-          r->tag.c_str());
-      return CUDA_ERROR_NOT_SUPPORTED;
-    }
-  }
-  return real(pHandle, dptr);
+  return cuda_calls::ipc_get_mem_handle(guard, real, pHandle, dptr);
 }
 
-namespace {
-CUresult note_stream_ordered(CUresult rc, CUdeviceptr* dptr, size_t bytes) {
-  if (rc != CUDA_SUCCESS || dptr == nullptr) return rc;
-  Reentry guard;
-  if (Runtime* rt = Runtime::enter(guard)) {
-    rt->engine().note_foreign(ForeignKind::kStreamOrdered, *dptr, bytes);
-  }
-  return rc;
-}
-
-void forget_stream_ordered(CUdeviceptr dptr) {
-  Reentry guard;
-  if (Runtime* rt = dptr != 0 ? Runtime::enter(guard) : nullptr) {
-    rt->engine().forget_foreign(ForeignKind::kStreamOrdered, dptr);
-  }
-}
-}  // namespace
+// Stream-ordered memory: the driver's call runs first, outside any guard.
 
 CUresult cuMemAllocAsync(std::uintptr_t, CUresult (*real)(CUdeviceptr*, size_t, CUstream),
                          CUdeviceptr* dptr, size_t bytesize, CUstream hStream) {
-  return note_stream_ordered(real(dptr, bytesize, hStream), dptr, bytesize);
+  return cuda_calls::stream_ordered_allocated(real(dptr, bytesize, hStream), dptr, bytesize);
 }
 
 CUresult cuMemAllocAsync_ptsz(std::uintptr_t, CUresult (*real)(CUdeviceptr*, size_t, CUstream),
                               CUdeviceptr* dptr, size_t bytesize, CUstream hStream) {
-  return note_stream_ordered(real(dptr, bytesize, hStream), dptr, bytesize);
+  return cuda_calls::stream_ordered_allocated(real(dptr, bytesize, hStream), dptr, bytesize);
 }
 
 CUresult cuMemAllocFromPoolAsync(std::uintptr_t,
                                  CUresult (*real)(CUdeviceptr*, size_t, CUmemoryPool, CUstream),
                                  CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool,
                                  CUstream hStream) {
-  return note_stream_ordered(real(dptr, bytesize, pool, hStream), dptr, bytesize);
+  return cuda_calls::stream_ordered_allocated(real(dptr, bytesize, pool, hStream), dptr, bytesize);
 }
 
 CUresult cuMemAllocFromPoolAsync_ptsz(
     std::uintptr_t, CUresult (*real)(CUdeviceptr*, size_t, CUmemoryPool, CUstream),
     CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) {
-  return note_stream_ordered(real(dptr, bytesize, pool, hStream), dptr, bytesize);
+  return cuda_calls::stream_ordered_allocated(real(dptr, bytesize, pool, hStream), dptr, bytesize);
 }
 
 CUresult cuMemFreeAsync(std::uintptr_t, CUresult (*real)(CUdeviceptr, CUstream), CUdeviceptr dptr,
                         CUstream hStream) {
-  forget_stream_ordered(dptr);
+  cuda_calls::stream_ordered_freeing(dptr);
   return real(dptr, hStream);
 }
 
 CUresult cuMemFreeAsync_ptsz(std::uintptr_t, CUresult (*real)(CUdeviceptr, CUstream),
                              CUdeviceptr dptr, CUstream hStream) {
-  forget_stream_ordered(dptr);
+  cuda_calls::stream_ordered_freeing(dptr);
   return real(dptr, hStream);
 }
 
 // ---- memory the program creates and maps itself: adopted when it can sleep ----
-
-namespace {
-// Refuses a call on the program's memory while it is asleep (it would act on memory that is not
-// there); the program sees an error instead of a fault.
-CUresult refuse_asleep(const char* call, std::uint64_t key) {
-  GS_WARN("%s on handle 0x%llx while its memory is asleep: refused until wake", call,
-          static_cast<unsigned long long>(key));
-  return CUDA_ERROR_NOT_PERMITTED;
-}
-}  // namespace
 
 CUresult cuMemCreate(std::uintptr_t call_site,
                      CUresult (*real)(CUmemGenericAllocationHandle*, size_t,
                                       const CUmemAllocationProp*, unsigned long long),
                      CUmemGenericAllocationHandle* handle, size_t size,
                      const CUmemAllocationProp* prop, unsigned long long flags) {
-  CUresult rc = real(handle, size, prop, flags);
-  if (rc != CUDA_SUCCESS || handle == nullptr || prop == nullptr) return rc;
+  CUresult rc = real(handle, size, prop, flags);  // outside the guard
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt == nullptr) return rc;
-  Engine& engine = rt->engine();
-  // The program must never get a value it already holds for a handle whose memory moved.
-  CUmemGenericAllocationHandle spare[4];
-  int spares = 0;
-  while (engine.app_key_taken(*handle) && spares < 4) {
-    spare[spares++] = *handle;
-    if (real(handle, size, prop, flags) != CUDA_SUCCESS) break;
-  }
-  for (int i = 0; i < spares; ++i)
-    rt->driver().release(spare[i]);
-  if (engine.app_key_taken(*handle)) return CUDA_ERROR_OUT_OF_MEMORY;
-  const int device = prop->location.type == CU_MEM_LOCATION_TYPE_DEVICE ? prop->location.id : -1;
-  LiveSite site(rt->driver(), rt->options().python_stacks);
-  engine.app_created(*handle, size, device, prop, sizeof(*prop), call_site, &site);
-  return rc;
+  return cuda_calls::mem_created(guard, call_site, rc, real, handle, size, prop, flags);
 }
 
 CUresult cuMemRelease(std::uintptr_t, CUresult (*real)(CUmemGenericAllocationHandle),
                       CUmemGenericAllocationHandle handle) {
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt == nullptr) return real(handle);
-  PhysHandle current = 0;
-  switch (rt->engine().app_release(handle, &current)) {
-    case Engine::AppRelease::kNotOurs:
-      return real(handle);
-    case Engine::AppRelease::kReleaseReal:
-      return real(current);
-    case Engine::AppRelease::kNothingToRelease:
-    case Engine::AppRelease::kStillHeld:
-      return CUDA_SUCCESS;
-  }
-  return CUDA_SUCCESS;
+  return cuda_calls::mem_release(guard, real, handle);
 }
 
 CUresult cuMemMap(std::uintptr_t,
@@ -373,80 +170,35 @@ CUresult cuMemMap(std::uintptr_t,
                   CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
                   unsigned long long flags) {
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt == nullptr) return real(ptr, size, offset, handle, flags);
-  PhysHandle current = 0;
-  switch (rt->engine().app_prepare_map(handle, &current)) {
-    case Engine::AppState::kUnknown:
-      return real(ptr, size, offset, handle, flags);
-    case Engine::AppState::kAsleep:
-      return refuse_asleep("cuMemMap", handle);
-    case Engine::AppState::kLost:
-      return CUDA_ERROR_OUT_OF_MEMORY;
-    case Engine::AppState::kResident:
-      break;
-  }
-  CUresult rc = real(ptr, size, offset, current, flags);
-  if (rc == CUDA_SUCCESS) rt->engine().app_mapped(ptr, size, offset, handle);
-  return rc;
+  return cuda_calls::mem_map(guard, real, ptr, size, offset, handle, flags);
 }
 
 CUresult cuMemUnmap(std::uintptr_t, CUresult (*real)(CUdeviceptr, size_t), CUdeviceptr ptr,
                     size_t size) {
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt == nullptr) return real(ptr, size);
-  if (rt->engine().app_unmap(ptr) == Engine::AppUnmap::kAlreadyUnmapped) return CUDA_SUCCESS;
-  return real(ptr, size);
+  return cuda_calls::mem_unmap(guard, real, ptr, size);
 }
 
 CUresult cuMemSetAccess(std::uintptr_t,
                         CUresult (*real)(CUdeviceptr, size_t, const CUmemAccessDesc*, size_t),
                         CUdeviceptr ptr, size_t size, const CUmemAccessDesc* desc, size_t count) {
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt == nullptr || desc == nullptr) return real(ptr, size, desc, count);
-  if (!rt->engine().app_access_allowed(ptr, size)) return refuse_asleep("cuMemSetAccess", ptr);
-  CUresult rc = real(ptr, size, desc, count);
-  if (rc != CUDA_SUCCESS) return rc;
-  std::vector<std::pair<int, int>> device_flags;
-  for (size_t i = 0; i < count; ++i) {
-    if (desc[i].location.type == CU_MEM_LOCATION_TYPE_DEVICE) {
-      device_flags.emplace_back(desc[i].location.id, static_cast<int>(desc[i].flags));
-    }
-  }
-  rt->engine().app_access_set(ptr, size, device_flags);
-  return rc;
+  return cuda_calls::mem_set_access(guard, real, ptr, size, desc, count);
 }
 
 CUresult cuMemRetainAllocationHandle(std::uintptr_t,
                                      CUresult (*real)(CUmemGenericAllocationHandle*, void*),
                                      CUmemGenericAllocationHandle* handle, void* addr) {
-  CUresult rc = real(handle, addr);
-  if (rc != CUDA_SUCCESS || handle == nullptr) return rc;
+  CUresult rc = real(handle, addr);  // outside the guard
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt == nullptr) return rc;
-  const std::uint64_t key = rt->engine().app_key_of(*handle);
-  if (key != *handle || rt->engine().app_key_taken(key)) {
-    // The driver's handle carries one reference on the program's behalf however many it holds,
-    // so that a sleep can let the memory go: drop the new one unless it is that one.
-    if (rt->engine().app_retained(key) > 0) rt->driver().release(*handle);
-    *handle = key;
-  }
-  return rc;
+  return cuda_calls::handle_retained(guard, rc, handle);
 }
 
 CUresult cuMemGetAllocationPropertiesFromHandle(
     std::uintptr_t, CUresult (*real)(CUmemAllocationProp*, CUmemGenericAllocationHandle),
     CUmemAllocationProp* prop, CUmemGenericAllocationHandle handle) {
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  PhysHandle current = 0;
-  if (rt != nullptr && rt->engine().app_current(handle, &current) == Engine::AppState::kResident) {
-    return real(prop, current);
-  }
-  return real(prop, handle);
+  return cuda_calls::allocation_properties(guard, real, prop, handle);
 }
 
 CUresult cuMemExportToShareableHandle(std::uintptr_t,
@@ -457,20 +209,7 @@ CUresult cuMemExportToShareableHandle(std::uintptr_t,
                                       CUmemAllocationHandleType handleType,
                                       unsigned long long flags) {
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt == nullptr) return real(shareableHandle, handle, handleType, flags);
-  PhysHandle current = 0;
-  switch (rt->engine().app_pin(handle, "exported to another process", &current)) {
-    case Engine::AppState::kUnknown:
-      return real(shareableHandle, handle, handleType, flags);
-    case Engine::AppState::kAsleep:
-      return refuse_asleep("cuMemExportToShareableHandle", handle);
-    case Engine::AppState::kLost:
-      return CUDA_ERROR_INVALID_VALUE;
-    case Engine::AppState::kResident:
-      break;
-  }
-  return real(shareableHandle, current, handleType, flags);
+  return cuda_calls::export_shareable(guard, real, shareableHandle, handle, handleType, flags);
 }
 
 CUresult cuMulticastBindMem(std::uintptr_t,
@@ -481,20 +220,8 @@ CUresult cuMulticastBindMem(std::uintptr_t,
                             CUmemGenericAllocationHandle memHandle, size_t memOffset, size_t size,
                             unsigned long long flags) {
   Reentry guard;
-  Runtime* rt = Runtime::enter(guard);
-  if (rt == nullptr) return real(mcHandle, mcOffset, memHandle, memOffset, size, flags);
-  PhysHandle current = 0;
-  switch (rt->engine().app_pin(memHandle, "bound to a multicast object", &current)) {
-    case Engine::AppState::kUnknown:
-      return real(mcHandle, mcOffset, memHandle, memOffset, size, flags);
-    case Engine::AppState::kAsleep:
-      return refuse_asleep("cuMulticastBindMem", memHandle);
-    case Engine::AppState::kLost:
-      return CUDA_ERROR_INVALID_VALUE;
-    case Engine::AppState::kResident:
-      break;
-  }
-  return real(mcHandle, mcOffset, current, memOffset, size, flags);
+  return cuda_calls::multicast_bind(guard, real, mcHandle, mcOffset, memHandle, memOffset, size,
+                                    flags);
 }
 
 }  // namespace gpusleep::hooks

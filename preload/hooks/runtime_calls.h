@@ -1,5 +1,5 @@
-// What the hooks do: decide between a managed region and the real allocator, and turn the
-// engine's outcome into a CUDA error code. Called only from hooks.cpp.
+// The bodies of the runtime hooks that do more than pass the gate (GPUSLEEP_RUNTIME_HOOKS in
+// driver/runtime_symbols.h), in runtime_calls.cpp. Called only from runtime_hooks.cpp.
 #pragma once
 
 #include <cuda_runtime_api.h>
