@@ -1,21 +1,18 @@
-// The bodies of the runtime hooks that do more than pass the gate (GPUSLEEP_RUNTIME_HOOKS in
-// driver/runtime_symbols.h), in runtime_calls.cpp. Called only from runtime_hooks.cpp.
+// The bodies of GPUSLEEP_RUNTIME_HOOKS (driver/runtime_symbols.h), in runtime_calls.cpp, declared
+// from the list as driver_symbols.h declares the driver's: each receives its caller's address.
+// Called only from runtime_hooks.cpp.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 
+#include "driver/runtime_symbols.h"
+#include "hooks/macro_util.h"
+
 namespace gpusleep::hooks {
-
-cudaError_t cudaMalloc(std::uintptr_t call_site, void** devPtr, size_t size);
-cudaError_t cudaFree(std::uintptr_t call_site, void* devPtr);
-cudaError_t cudaGetDriverEntryPoint(std::uintptr_t call_site, const char* symbol, void** funcPtr,
-                                    unsigned long long flags,
-                                    cudaDriverEntryPointQueryResult* driverStatus);
-cudaError_t cudaGetDriverEntryPointByVersion(std::uintptr_t call_site, const char* symbol,
-                                             void** funcPtr, unsigned int cudaVersion,
-                                             unsigned long long flags,
-                                             cudaDriverEntryPointQueryResult* driverStatus);
-
+#define GPUSLEEP_BODY_DECL(ret, name, params, args) \
+  ret name GPUSLEEP_PREPEND(std::uintptr_t call_site, params);
+GPUSLEEP_RUNTIME_HOOKS(GPUSLEEP_BODY_DECL)
+#undef GPUSLEEP_BODY_DECL
 }  // namespace gpusleep::hooks
