@@ -225,7 +225,8 @@ TEST_CASE("a rules file that cannot be read or is too large is refused with its 
 
 }  // namespace
 
-TEST_CASE("a rule's pathological regular expression costs an allocation linear time, not for ever") {
+TEST_CASE(
+    "a rule's pathological regular expression costs an allocation linear time, not for ever") {
   // Each pattern sends a backtracking matcher into exponential time on these subjects.
   auto set = parse_ok(R"([
       {"tag": "x", "match": {"native": "^(.|.|.|.)*!"}},
