@@ -5,7 +5,11 @@ released (read by the library's helper thread, as for PyTorch), with GPUSLEEP_PY
 and off. The difference per allocation is the cost. Runs over the emulated driver (the cost is
 CPU work; no GPU needed) unless --real is given.
 
-  scripts/bench_callsite.py [--build BUILD] [--depth 50] [--count 2000] [--out FILE.json]
+With --rules FILE (a preset such as control/presets/vllm.json), every allocation is also
+matched against those rules, so the difference includes what the rules cost.
+
+  scripts/bench_callsite.py [--build BUILD] [--depth 50] [--count 2000] [--rules FILE]
+                            [--out FILE.json]
 """
 import argparse
 import json
@@ -42,6 +46,8 @@ def run(args, gil, stacks):
     env["GPUSLEEP_PYTHON_STACKS"] = "1" if stacks else "0"
     env["GPUSLEEP_CONTROL"] = "0"
     env["GPUSLEEP_EAGER_MIRRORS"] = "0"
+    if args.rules and stacks:
+        env["GPUSLEEP_RULES"] = args.rules
     best = None
     for _ in range(args.repeat):
         out = subprocess.run([sys.executable, "-c", PROGRAM, "gil" if gil else "nogil",
@@ -59,12 +65,14 @@ def main():
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--real", action="store_true", help="use the machine's CUDA driver")
+    ap.add_argument("--rules", help="a rules file matched at every allocation (with stacks)")
     ap.add_argument("--out")
     args = ap.parse_args()
     args.build = os.path.abspath(args.build)
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp = tmp
-        report = {"depth": args.depth, "count": args.count, "driver": "real" if args.real else "emulated"}
+        report = {"depth": args.depth, "count": args.count, "rules": args.rules,
+                  "driver": "real" if args.real else "emulated"}
         for gil in (True, False):
             off = run(args, gil, False)
             on = run(args, gil, True)

@@ -157,7 +157,7 @@ std::pair<std::size_t, std::size_t> Engine::retag(
       if (ids.count(r.id)) r.tag = tag;
     });
   });
-  parts_->tags.add(tag);
+  if (!ids.empty()) parts_->tags.add(tag);  // a retag of nothing creates no tag
   return {ids.size(), bytes};
 }
 
