@@ -2,6 +2,7 @@
 // processes it talks to, and the one report (human text or a JSON envelope) it prints.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <stdexcept>
@@ -108,6 +109,9 @@ inline constexpr double kReadTimeoutS = 10;
 
 // `gpusleep ps`, `gpusleep sleep`/`wake` with their progress (commands.cpp, progress.cpp).
 int cmd_ps(const TargetOptions& o);
+// `gpusleep doctor` (commands.cpp): each process's regions with their stacks and its status,
+// analysed by doctor() (doctor.h); call sites of fewer than `min_bytes` are counted, not listed.
+int cmd_doctor(const TargetOptions& o, std::uint64_t min_bytes);
 int sleep_wake(const TargetOptions& o, bool sleep, const Json& request, bool progress);
 // Whether sleep and wake show progress when not told: when stderr is a terminal.
 bool progress_default();

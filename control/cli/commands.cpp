@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "cli/doctor.h"
 #include "cli/format.h"
 #include "protocol/client.h"
 #include "protocol/runtime_dir.h"
@@ -157,6 +158,37 @@ protocol::Json rules_request(const std::vector<std::string>& args) {
     throw UsageError("rules takes show, set FILE, reload or clear");
   }
   return protocol::make_request("rules", fields);
+}
+
+int cmd_doctor(const TargetOptions& o, std::uint64_t min_bytes) {
+  Report report(o.json);
+  int status = kExitOk;
+  std::vector<Target> targets = resolve_targets(o, &report, &status);
+  if (targets.empty()) return report.finish(status);
+  const int timeout = timeout_ms(o, kReadTimeoutS);
+  std::vector<Outcome> outcomes =
+      call_all(targets, protocol::make_request("regions", Json{{"stacks", true}}), timeout);
+  const std::vector<Outcome> statuses =
+      call_all(targets, protocol::make_request("status"), timeout);
+  // A process whose regions came back gets its analysis as its result; its status only adds
+  // what cannot sleep. Errors are reported as they came.
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    Outcome& r = outcomes[i];
+    if (!r.answered || !r.reply.value("ok", false) || !r.reply.contains("result")) continue;
+    const Outcome& s = statuses[i];
+    const bool have_status = s.answered && s.reply.value("ok", false) && s.reply.contains("result");
+    DoctorReport d = doctor(targets[i].pid, r.reply["result"],
+                            have_status ? s.reply["result"] : Json::object(), {min_bytes});
+    r.reply["result"] = Json{{"default_bytes", d.default_bytes},
+                             {"unguessed_bytes", d.unguessed_bytes},
+                             {"rules", d.rules},
+                             {"report", d.text}};
+  }
+  report_outcomes(
+      targets, outcomes,
+      [](int, const Json& result) { return result["report"].get<std::string>(); }, timeout,
+      &report);
+  return report.finish();
 }
 
 }  // namespace gpusleep::cli

@@ -35,8 +35,9 @@ Exit status: 0 on success; 1 when a process reported an error or none was found;
 error, when nothing was done. run exits with its program's status.
 'gpusleep COMMAND --help' or 'gpusleep help COMMAND' shows a command's options.)";
 
-const std::vector<std::string> kCommands = {"run",  "ps",   "status", "regions", "retag", "sleep",
-                                            "wake", "swap", "tag",    "policy",  "rules", "help"};
+const std::vector<std::string> kCommands = {"run",   "ps",     "status", "regions", "retag",
+                                            "sleep", "wake",   "swap",   "tag",     "policy",
+                                            "rules", "doctor", "help"};
 
 // Edit distance, for "did you mean": the names are short.
 std::size_t distance(const std::string& a, const std::string& b) {
@@ -122,6 +123,7 @@ struct Parsed {
   bool progress = false, no_progress = false;
   bool stacks = false, group = false;
   int depth = 1;
+  double min_mib = 64;
   bool clear = false;
   std::string ids, range, call_site;
   bool print_library = false;
@@ -179,6 +181,14 @@ void build(CLI::App& app, Parsed& p) {
       "Per tag: policy, state, regions, bytes resident and asleep, host mirror bytes, "
       "last sleep and wake durations; devices.");
   target(status);
+
+  CLI::App* doctor = app.add_subcommand(
+      "doctor",
+      "The memory left in the default tag, by call site, with a tag guessed for each and the "
+      "rules file that would tag it.");
+  doctor->add_option("--min-mib", p.min_mib, "list call sites holding at least this many MiB")
+      ->check(CLI::Range(0.0, 1e9));
+  target(doctor);
 
   CLI::App* regions =
       app.add_subcommand("regions", "Every region: address, size, device, tag, state, call site.");
@@ -329,6 +339,7 @@ int dispatch(CLI::App& app, Parsed& p) {
   }
   if (name == "ps") return cmd_ps(t);
   if (name == "status") return read(protocol::make_request("status"), format_status);
+  if (name == "doctor") return cmd_doctor(t, static_cast<std::uint64_t>(p.min_mib * (1 << 20)));
   if (name == "regions") {
     Json fields = tags_field(p.tags);
     if (p.stacks) fields["stacks"] = true;

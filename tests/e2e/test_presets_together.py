@@ -108,5 +108,41 @@ class PresetsTogether(EmulatedCase):
             self.assertEqual(h.send(f"check s{i}"), "OK")
 
 
+    def test_doctor_names_untagged_memory_by_call_site_and_its_rules_tag_it(self):
+        h = Host(self.cli_path, [sys.executable, SERVER_STACKS], self.env)
+        self.hosts.append(h)
+        h.expect("READY", timeout=60)
+        sizes = {"transformers.generation.continuous_batching.cache:PagedAttentionCache.__init__": 8,
+                 "vllm.v1.worker.gpu_model_runner:GPUModelRunner.load_model": 6,
+                 "sglang.srt.model_executor.runner.decode_cuda_graph_runner:DecodeCudaGraphRunner.capture": 4,
+                 "sglang.srt.model_executor.model_runner:ModelRunner.forward": 2}
+        for i, (site, mib) in enumerate(sizes.items()):
+            h.send(f"alloc {site} d{i} {mib * MiB}")
+        for _ in range(100):
+            if os.path.exists(self.socket_of(h)):
+                break
+            time.sleep(0.05)
+        _, out, _ = self.cli("doctor", "--pid", str(h.pid), "--min-mib", "1")
+        (result,) = [p["result"] for p in out["processes"]]
+        self.assertEqual(result["default_bytes"], 20 * MiB)
+        self.assertEqual(result["unguessed_bytes"], 2 * MiB)  # ModelRunner.forward says nothing
+        got = [(r["match"]["python"]["qualname"], r["tag"]) for r in result["rules"]["rules"]]
+        self.assertEqual(got, [("^PagedAttentionCache\\.__init__$", "kv_cache"),
+                               ("^GPUModelRunner\\.load_model$", "weights"),
+                               ("^DecodeCudaGraphRunner\\.capture$", "cuda_graph")])
+        self.assertIn("8.00 MiB", result["report"])
+        # Its rules tag the next allocations from those call sites.
+        rules_path = os.path.join(self.tmp.name, "doctor.json")
+        with open(rules_path, "w") as f:
+            json.dump(result["rules"], f)
+        self.cli("rules", "set", rules_path, "--pid", str(h.pid))
+        for i, site in enumerate(sizes):
+            h.send(f"alloc {site} e{i} {2 * MiB}")
+        _, out, _ = self.cli("regions", "--pid", str(h.pid))
+        (regions,) = [p["result"]["regions"] for p in out["processes"]]
+        self.assertEqual(sorted(r["tag"] for r in regions[len(sizes):]),
+                         ["cuda_graph", "default", "kv_cache", "weights"])
+
+
 if __name__ == "__main__":
     unittest.main()
