@@ -63,15 +63,12 @@ def union_rules():
 class PresetsTogether(EmulatedCase):
     def setUp(self):
         super().setUp()
-        self.rules_path = os.path.join(self.tmp.name, "auto.json")
-        with open(self.rules_path, "w") as f:
-            json.dump(union_rules(), f)
         self.env["GPUSLEEP_RUNTIME_DIR"] = self.run_dir
         os.environ["GPUSLEEP_RUNTIME_DIR"] = self.run_dir
 
     def test_the_union_tags_each_servers_call_sites_as_its_preset_does(self):
         h = Host(self.cli_path, [sys.executable, SERVER_STACKS], self.env,
-                 extra=["--rules", self.rules_path])
+                 extra=["--preset", "auto"])
         self.hosts.append(h)
         h.expect("READY", timeout=60)
         for i, (site, _, _) in enumerate(EXPECTED):
@@ -83,6 +80,9 @@ class PresetsTogether(EmulatedCase):
                 break
             time.sleep(0.05)
         proc = gs.connect(pid=h.pid, timeout=30)
+        # `--preset auto` loads every preset in this order.
+        self.assertEqual([r["name"] for r in proc.rules()["rules"]],
+                         [r.get("name") for r in union_rules()["rules"]])
         regions = proc.regions(stacks=True)["regions"]
         by_site = {}
         for r in regions:
@@ -109,7 +109,8 @@ class PresetsTogether(EmulatedCase):
 
 
     def test_doctor_names_untagged_memory_by_call_site_and_its_rules_tag_it(self):
-        h = Host(self.cli_path, [sys.executable, SERVER_STACKS], self.env)
+        h = Host(self.cli_path, [sys.executable, SERVER_STACKS], self.env,
+                 extra=["--preset", "none"])
         self.hosts.append(h)
         h.expect("READY", timeout=60)
         sizes = {"transformers.generation.continuous_batching.cache:PagedAttentionCache.__init__": 8,
