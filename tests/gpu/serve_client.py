@@ -30,20 +30,31 @@ def transformers_command():
     return [exe] if exe else [sys.executable, "-m", "transformers.cli.transformers"]
 
 
-def post(url, body, timeout=600, busy_for=120):
-    """POSTs `body` as JSON; a 503 (a server still starting its batching loop) is asked again for
-    up to `busy_for` seconds."""
+class ServerError(RuntimeError):
+    """A request the server refused, with the status and the server's own message."""
+
+    def __init__(self, url, code, message):
+        super().__init__(f"{url}: HTTP {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def post(url, body, timeout=600):
+    """POSTs `body` as JSON and returns the reply. A refusal raises ServerError with the server's
+    message: transformers serve answers 503 once its continuous-batching worker has died (its
+    /health says so too), and it never recovers, so a 503 is not asked again."""
     data = json.dumps(body).encode()
-    deadline = time.monotonic() + busy_for
-    while True:
-        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raw = e.read().decode(errors="replace")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            if e.code != 503 or time.monotonic() > deadline:
-                raise
-        time.sleep(1)
+            message = json.loads(raw).get("error", raw)
+        except (ValueError, AttributeError):
+            message = raw
+        raise ServerError(url, e.code, str(message)[:2000]) from None
 
 
 def wait_healthy(base, proc=None, timeout=900, path="/health"):

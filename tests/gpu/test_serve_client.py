@@ -46,6 +46,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.bodies.append(body)
+        if getattr(self.server, "dead", None):
+            self.reply(503, {"error": self.server.dead})
+            return
         self.server.released.wait()
         words = body["prompt"].split()[: body["max_tokens"]]
         self.reply(200, {"choices": [{"text": " ".join(reversed(words))}],
@@ -68,6 +71,16 @@ class ServeClient(unittest.TestCase):
         body = self.server.bodies[0]
         self.assertEqual((body["model"], body["temperature"], body["max_tokens"]),
                          ("/models/llama", 0.0, 5))
+
+    def test_a_dead_batching_worker_is_an_error_with_the_servers_message_at_once(self):
+        self.server.dead = "CB worker is dead and cannot accept request 3: CUDA error"
+        t0 = time.monotonic()
+        with self.assertRaises(sc.ServerError) as caught:
+            self.client.one(sc.PROMPTS[0])
+        self.assertLess(time.monotonic() - t0, 10, "a 503 is not asked again")
+        self.assertEqual(caught.exception.code, 503)
+        self.assertIn("CB worker is dead", str(caught.exception))
+        self.assertEqual(len(self.server.bodies), 1)
 
     def test_rate_counts_completion_tokens_of_concurrent_requests(self):
         rate = self.client.rate(concurrency=4, rounds=3, max_tokens=10)

@@ -1,6 +1,7 @@
 """GPU tests of real servers started as their users start them, under `gpusleep run` with the
-shipped presets: `transformers serve` plain and with continuous batching and CUDA graphs, serving
-a seeded random Llama saved locally (serve_model.py), with greedy requests over HTTP. Each test
+shipped presets: `transformers serve` plain, with continuous batching, and with continuous batching
+and CUDA graphs, serving a seeded random Llama saved locally (serve_model.py), with greedy
+requests over HTTP. Each test
 serves the same requests from the bare server first, then under gpusleep, in the same run:
   - at least 95% of the device memory the library holds for the process is tagged weights,
     kv_cache or cuda_graph;
@@ -75,6 +76,7 @@ class TransformersServe(unittest.TestCase):
         if under is not None:
             argv = [CLI, "run"] + under + ["--"] + argv
         log = os.path.join(RESULTS, f"servers-{label}.log")
+        self.last_log = log
         t0 = time.monotonic()
         proc = sc.start_server(argv, self.env, log)
         self.procs.append(proc)
@@ -203,12 +205,23 @@ class TransformersServe(unittest.TestCase):
                 f"{out['speed_ratio_after']:.3f}x after the cycles"
                 + (f"; long prompt after a KV discard: {out['prefix']['discard']}" if "prefix" in out else ""))
 
+    def server_case(self, name, flags, prefix_probe):
+        """check_server, failing with the server's own log when it refuses a request (a 503 from
+        transformers serve: its batching worker died, with the reason in its log)."""
+        try:
+            self.check_server(name, flags, prefix_probe)
+        except sc.ServerError as e:
+            self.fail(f"{name}: {e}\n--- server log ---\n{sc.log_tail(self.last_log, 60)}")
+
     def test_plain_serve_tags_its_memory_and_sleeps_and_wakes_identically(self):
-        self.check_server("transformers-serve", [], prefix_probe=False)
+        self.server_case("transformers-serve", [], prefix_probe=False)
+
+    def test_continuous_batching_tags_its_memory_and_sleeps_and_wakes_identically(self):
+        self.server_case("transformers-serve-cb", ["--continuous-batching"], prefix_probe=True)
 
     def test_continuous_batching_with_cuda_graphs_tags_its_memory_and_sleeps_and_wakes_identically(self):
-        self.check_server("transformers-serve-cb", ["--continuous-batching", "--cb-use-cuda-graph"],
-                          prefix_probe=True)
+        self.server_case("transformers-serve-cb-graphs",
+                         ["--continuous-batching", "--cb-use-cuda-graph"], prefix_probe=True)
 
 
 if __name__ == "__main__":
