@@ -1,6 +1,7 @@
 // CLI formatting. Replies are read defensively: a field of an unexpected type prints as "?".
 #include "cli/format.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "base/bytes.h"
@@ -62,6 +63,41 @@ std::string ms_text(const Json& v) {
   return buf;
 }
 
+namespace {
+
+// The sleep or wake in flight in a status result (null: none), as "sleeping 38%" or, in full,
+// "sleeping weights, kv_cache: 12.00 MiB of 32.00 MiB, 0.4 s so far".
+std::string operation_text(const Json& op, bool full) {
+  if (!op.is_object()) return "";
+  const std::string verb = str(op, "op") == "sleep" ? "sleeping" : "waking";
+  const Json& done = field(op, "done_bytes");
+  const Json& total = field(op, "total_bytes");
+  if (!full) {
+    if (!done.is_number_unsigned() || !total.is_number_unsigned() || total.get<double>() <= 0) {
+      return verb;
+    }
+    const int percent = static_cast<int>(100.0 * done.get<double>() / total.get<double>());
+    return verb + " " + std::to_string(std::min(percent, 100)) + "%";
+  }
+  std::string tags;
+  for (const Json& t : field(op, "tags"))
+    if (t.is_string()) tags += (tags.empty() ? "" : ", ") + t.get<std::string>();
+  std::string out = verb + (tags.empty() ? "" : " " + tags) + ": " + bytes_text(done) + " of " +
+                    bytes_text(total);
+  const Json& ms = field(op, "elapsed_ms");
+  if (ms.is_number()) {
+    char buf[48];
+    std::snprintf(buf, sizeof buf, ", %.1f s so far", ms.get<double>() / 1e3);
+    out += buf;
+  }
+  if (field(op, "waiting_for_memory").is_boolean() && field(op, "waiting_for_memory").get<bool>()) {
+    out += ", waiting for device memory";
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string format_status(int pid, const Json& r) {
   std::string out = "pid " + std::to_string(pid);
   const Json& proc = field(r, "process");
@@ -73,6 +109,9 @@ std::string format_status(int pid, const Json& r) {
   }
   out += "  phase tag: " + str(r, "phase_tag", "none") + " (default tag: " + str(r, "default_tag") +
          ")\n";
+  if (std::string op = operation_text(field(r, "operation"), true); !op.empty()) {
+    out += "  now: " + op + "\n";
+  }
   for (const Json& d : field(r, "devices")) {
     out += "  device " + str(d, "device") + ": " + bytes_text(field(d, "free_bytes")) +
            " free of " + bytes_text(field(d, "total_bytes")) + "\n";
@@ -242,16 +281,31 @@ std::string format_error(int pid, const Json& e) {
 }
 
 std::string format_ps(const std::vector<PsRow>& rows) {
-  Table t({"PID", "PPID", "DEVICES", "REGIONS", "RESIDENT", "ASLEEP", "COMMAND"});
+  // A NOW column only while some process has a sleep or wake in flight.
+  bool busy = false;
+  for (const PsRow& row : rows)
+    busy = busy || field(row.status, "operation").is_object();
+  std::vector<std::string> head = {"PID", "PPID", "DEVICES", "REGIONS", "RESIDENT", "ASLEEP"};
+  if (busy) head.push_back("NOW");
+  head.push_back("COMMAND");
+  Table t(head);
   for (const PsRow& row : rows) {
     const Json& totals = field(row.status, "totals");
     std::string devices;
     for (const Json& d : field(row.status, "devices"))
       devices += (devices.empty() ? "" : ",") + str(d, "device");
-    t.add({std::to_string(row.pid), row.ppid > 0 ? std::to_string(row.ppid) : "?",
-           devices.empty() ? "-" : devices, count_text(field(totals, "regions")),
-           bytes_text(field(totals, "resident_bytes")), bytes_text(field(totals, "asleep_bytes")),
-           str(field(row.status, "process"), "cmdline", "?")});
+    std::vector<std::string> cells = {std::to_string(row.pid),
+                                      row.ppid > 0 ? std::to_string(row.ppid) : "?",
+                                      devices.empty() ? "-" : devices,
+                                      count_text(field(totals, "regions")),
+                                      bytes_text(field(totals, "resident_bytes")),
+                                      bytes_text(field(totals, "asleep_bytes"))};
+    if (busy) {
+      std::string now = operation_text(field(row.status, "operation"), false);
+      cells.push_back(now.empty() ? "-" : now);
+    }
+    cells.push_back(str(field(row.status, "process"), "cmdline", "?"));
+    t.add(cells);
   }
   return t.render();
 }

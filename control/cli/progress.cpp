@@ -157,7 +157,11 @@ class Progress {
     if (s > 0.05 && *done > 0) {
       const double rate = *done / s;
       char buf[64];
-      std::snprintf(buf, sizeof buf, ", %.1f GB/s", rate / 1e9);
+      if (rate >= 1e9) {
+        std::snprintf(buf, sizeof buf, ", %.1f GB/s", rate / 1e9);
+      } else {
+        std::snprintf(buf, sizeof buf, ", %.0f MB/s", rate / 1e6);
+      }
       out += buf;
       if (total_ > *done) out += ", " + seconds((total_ - *done) / rate) + " left";
     }

@@ -203,6 +203,18 @@ Json Handler::status(const protocol::Request& req) {
     dev["total_bytes"] = d.known ? Json(d.total_bytes) : Json(nullptr);
     devices.push_back(dev);
   }
+  if (s.operation) {
+    const OperationStatus& op = *s.operation;
+    out["operation"] = {{"op", op.op},
+                        {"tags", op.tags},
+                        {"regions", op.regions},
+                        {"total_bytes", op.total_bytes},
+                        {"done_bytes", op.done_bytes},
+                        {"elapsed_ms", op.seconds * 1e3},
+                        {"waiting_for_memory", op.waiting}};
+  } else {
+    out["operation"] = nullptr;
+  }
   out["default_tag"] = s.default_tag;
   out["phase_tag"] = s.phase_tag.empty() ? Json(nullptr) : Json(s.phase_tag);
   out["tags"] = tags;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/log.h"
 
 namespace gpusleep {
@@ -154,6 +155,35 @@ ForeignLedger::Totals ForeignLedger::totals(ForeignKind kind) const {
   std::lock_guard<std::mutex> lock(mu_);
   const Kind& l = kinds_[static_cast<int>(kind)];
   return Totals{l.entries.size(), l.bytes};
+}
+
+void OperationProgress::begin(const char* op, std::vector<std::string> tags, std::size_t regions,
+                              std::size_t total_bytes) {
+  OperationStatus now;
+  now.op = op;
+  now.tags = std::move(tags);
+  now.regions = regions;
+  now.total_bytes = total_bytes;
+  std::lock_guard<std::mutex> lock(mu_);
+  done_.store(0, std::memory_order_relaxed);
+  waiting_.store(false, std::memory_order_relaxed);
+  started_ = monotonic_seconds();
+  now_ = std::move(now);
+}
+
+void OperationProgress::end() {
+  std::lock_guard<std::mutex> lock(mu_);
+  now_.reset();
+}
+
+std::optional<OperationStatus> OperationProgress::snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!now_) return std::nullopt;
+  OperationStatus s = *now_;
+  s.done_bytes = std::min(done_.load(std::memory_order_relaxed), s.total_bytes);
+  s.waiting = waiting_.load(std::memory_order_relaxed);
+  s.seconds = monotonic_seconds() - started_;
+  return s;
 }
 
 EngineParts::EngineParts(Driver& driver_in, const Options& options_in, Gate* gate_in)

@@ -135,6 +135,25 @@ class ForeignLedger {
   std::array<Kind, kForeignKinds> kinds_;
 };
 
+// The sleep or wake in flight, for status to read while it runs: status takes no operation lock,
+// and this one is held only to copy a few fields. Written by the operation's threads.
+class OperationProgress {
+ public:
+  void begin(const char* op, std::vector<std::string> tags, std::size_t regions,
+             std::size_t total_bytes);
+  void add(std::size_t bytes) { done_.fetch_add(bytes, std::memory_order_relaxed); }
+  void set_waiting(bool waiting) { waiting_.store(waiting, std::memory_order_relaxed); }
+  void end();
+  std::optional<OperationStatus> snapshot() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::optional<OperationStatus> now_;  // op, tags, regions and total; nullopt between operations
+  double started_ = 0;
+  std::atomic<std::size_t> done_{0};
+  std::atomic<bool> waiting_{false};
+};
+
 struct EngineParts {
   // `gate` (optional) is closed while any region is asleep (gate.h).
   EngineParts(Driver& driver, const Options& options, Gate* gate);
@@ -159,6 +178,7 @@ struct EngineParts {
   // order: op_mu, then the peer set's lock.
   std::mutex op_mu;
   Copier copier;  // guarded by op_mu
+  OperationProgress progress;
   TagBook tags;
   ForeignLedger foreign;
   PeerSet peers;

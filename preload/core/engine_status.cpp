@@ -36,6 +36,7 @@ std::vector<UnsleepableStatus> unsleepable(const EngineParts& parts, const Progr
 EngineStatus collect_status(EngineParts& parts, const ProgramMemory& program) {
   parts.relax_this_thread();
   EngineStatus s;
+  s.operation = parts.progress.snapshot();
   if (parts.gate != nullptr) s.gate = parts.gate->stats();
   s.default_tag = parts.tagger.default_tag();
   s.phase_tag = parts.tagger.phase_tag();

@@ -119,7 +119,19 @@ struct PeerGrant {
   int owner = 0;     // the device the memory lives on
 };
 
+// The sleep or wake in flight, as status shows it while it runs.
+struct OperationStatus {
+  std::string op;                 // "sleep" or "wake"
+  std::vector<std::string> tags;  // the tags whose regions it moves
+  std::size_t regions = 0;
+  std::size_t total_bytes = 0;  // device bytes of those regions
+  std::size_t done_bytes = 0;   // of those, copied and released (sleep) or restored (wake) so far
+  double seconds = 0;           // since it started
+  bool waiting = false;         // wake: waiting for device memory held elsewhere
+};
+
 struct EngineStatus {
+  std::optional<OperationStatus> operation;  // none in flight: nullopt
   std::string default_tag;
   std::string phase_tag;
   std::vector<TagStatus> tags;

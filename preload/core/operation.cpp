@@ -6,12 +6,14 @@
 
 namespace gpusleep {
 
-Operation::Operation(EngineParts& parts)
+Operation::Operation(EngineParts& parts, const char* name)
     : parts_((parts.relax_this_thread(), parts)),
       op_lock_(parts.op_mu),
+      name_(name),
       started_(monotonic_seconds()) {}
 
 Operation::~Operation() {
+  parts_.progress.end();
   parts_.open_gate_if_all_awake();
 }
 
@@ -33,6 +35,11 @@ bool Operation::claim(const std::vector<std::string>& requested, RegionState fro
     result_.seconds = elapsed();
     return false;
   }
+  std::size_t total = 0;
+  for (const auto& r : claimed_)
+    total += r->mapped;
+  parts_.progress.begin(name_, std::vector<std::string>(acted.begin(), acted.end()),
+                        claimed_.size(), total);
   return true;
 }
 

@@ -28,7 +28,8 @@ std::vector<TagReport> tag_reports(const std::vector<std::shared_ptr<Region>>& r
 // opens the gate if nothing is left asleep.
 class Operation {
  public:
-  explicit Operation(EngineParts& parts);
+  // `name` ("sleep" or "wake") is what status shows while it runs.
+  Operation(EngineParts& parts, const char* name);
   ~Operation();
   Operation(const Operation&) = delete;
   Operation& operator=(const Operation&) = delete;
@@ -47,6 +48,7 @@ class Operation {
 
  private:
   std::lock_guard<std::mutex> op_lock_;
+  const char* const name_;
   const double started_;
 };
 

@@ -34,7 +34,7 @@ constexpr std::size_t kSleepHostReserve = std::size_t{1} << 30;  // host memory 
 class SleepOperation : public Operation {
  public:
   SleepOperation(EngineParts& parts, const SleepRequest& request)
-      : Operation(parts), request_(request) {}
+      : Operation(parts, "sleep"), request_(request) {}
 
   OpResult run() {
     if (claim(request_.tags, RegionState::kAwake, RegionState::kSleeping) &&
@@ -219,8 +219,11 @@ class SleepOperation : public Operation {
       if (stash == nullptr) continue;
       const Region& r = *claimed_[i];
       jobs.push_back({r.ctx, r.va, stash->bytes(),
-                      [stash](std::size_t off, char* data, std::size_t n, std::string* error) {
-                        return stash->put(off, data, n, error);
+                      [stash, progress = &parts_.progress](std::size_t off, char* data,
+                                                           std::size_t n, std::string* error) {
+                        if (!stash->put(off, data, n, error)) return false;
+                        progress->add(n);
+                        return true;
                       }});
     }
     if (jobs.empty() || copy_rc_ != kDrvOk || !host_error_.empty()) return;
@@ -254,6 +257,7 @@ class SleepOperation : public Operation {
                  driver.describe(rrc).c_str());
       }
       r.handle = 0;
+      if (stash_[i] == nullptr) parts_.progress.add(r.mapped);  // a stash counted its pieces
       slept_.push_back(claimed_[i]);
       slept_policy_.push_back(policy_[i]);
       slept_stash_.push_back(std::move(stash_[i]));

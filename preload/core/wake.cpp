@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <map>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "base/bytes.h"
 #include "base/clock.h"
@@ -23,11 +25,14 @@ constexpr std::size_t kThreadedCreateMin = 8;
 // How often a waiting wake looks at the device's free memory: a region's release shows there
 // within tens of microseconds, and a look costs a few.
 constexpr auto kMemoryPoll = std::chrono::microseconds(200);
+// Restores from mirrors are marked every this many bytes, so that status can count them done as
+// they land; a mark costs an event per stream.
+constexpr std::size_t kProgressStep = std::size_t{256} << 20;
 
 class WakeOperation : public Operation {
  public:
   WakeOperation(EngineParts& parts, const WakeRequest& request)
-      : Operation(parts), request_(request) {}
+      : Operation(parts, "wake"), request_(request) {}
 
   OpResult run() {
     if (!claim(request_.tags, RegionState::kAsleep, RegionState::kWaking)) {
@@ -79,8 +84,8 @@ class WakeOperation : public Operation {
   DrvStatus create_one(const Region& r, PhysHandle* handle) {
     Driver& driver = parts_.driver;
     driver.set_context(r.ctx);
-    return r.adopted != nullptr ? driver.create_like(r.adopted->prop.data(),
-                                                     r.adopted->prop.size(), r.mapped, handle)
+    return r.adopted != nullptr ? driver.create_like(r.adopted->prop.data(), r.adopted->prop.size(),
+                                                     r.mapped, handle)
                                 : driver.create(r.device, r.mapped, handle);
   }
 
@@ -93,6 +98,7 @@ class WakeOperation : public Operation {
     if (rc != kDrvOutOfMemory || request_.wait_seconds <= 0) return rc;
     const double deadline = std::min(request_.wait_seconds, kMaxWakeWaitSeconds);
     const double start = elapsed();
+    parts_.progress.set_waiting(true);
     while (rc == kDrvOutOfMemory && !abandoned_.load(std::memory_order_relaxed) &&
            elapsed() < deadline) {
       std::size_t free_bytes = 0;
@@ -104,6 +110,7 @@ class WakeOperation : public Operation {
       }
       std::this_thread::sleep_for(kMemoryPoll);
     }
+    parts_.progress.set_waiting(false);
     waited_seconds_ += elapsed() - start;
     return rc;
   }
@@ -132,11 +139,18 @@ class WakeOperation : public Operation {
       }
       map_rc_ = map_one(i, handle);
       map_seconds += monotonic_seconds() - u;
-      if (map_rc_ != kDrvOk || r.slept_policy == Policy::kDiscard) continue;
+      if (map_rc_ != kDrvOk) continue;
+      if (r.slept_policy == Policy::kDiscard) {
+        parts_.progress.add(r.mapped);
+        continue;
+      }
       if (Stash* stash = r.stash.get()) {
         staged_.push_back({r.ctx, r.va, stash->bytes(),
-                           [stash](std::size_t off, char* data, std::size_t n, std::string* e) {
-                             return stash->get(off, data, n, e);
+                           [stash, progress = &parts_.progress](std::size_t off, char* data,
+                                                                std::size_t n, std::string* e) {
+                             if (!stash->get(off, data, n, e)) return false;
+                             progress->add(n);
+                             return true;
                            }});
         continue;
       }
@@ -147,6 +161,7 @@ class WakeOperation : public Operation {
         copy_rc_ = parts_.copier.issue(r.ctx, Direction::kToDevice, m.at(off), r.va + off,
                                        m.piece_size(p));
       }
+      if (copy_rc_ == kDrvOk) mark_progress(r.mapped);
     }
     abandoned_.store(true, std::memory_order_relaxed);  // a create still waiting gives up
     maker.stop();
@@ -158,6 +173,7 @@ class WakeOperation : public Operation {
         !parts_.tiers.staging().to_device(staged_, &stage_error_)) {
       GS_WARN("wake: %s; nothing is woken", stage_error_.c_str());
     }
+    count_progress();
     DrvStatus wait_rc = parts_.copier.wait();
     if (copy_rc_ == kDrvOk) copy_rc_ = wait_rc;
     if (create_rc_ != kDrvOk || map_rc_ != kDrvOk || copy_rc_ != kDrvOk || !stage_error_.empty()) {
@@ -166,6 +182,35 @@ class WakeOperation : public Operation {
     result_.map_seconds = map_seconds;
     result_.copy_seconds = monotonic_seconds() - t - map_seconds;
     return true;
+  }
+
+  // Notes `bytes` of restores queued, and marks the copies every kProgressStep bytes.
+  void mark_progress(std::size_t bytes) {
+    unmarked_bytes_ += bytes;
+    if (unmarked_bytes_ < kProgressStep) return;
+    Copier::Fence fence;
+    if (parts_.copier.fence(&fence) != kDrvOk) {
+      parts_.copier.drop(&fence);  // no mark: these bytes count when the next one lands
+      return;
+    }
+    marks_.emplace_back(std::move(fence), unmarked_bytes_);
+    unmarked_bytes_ = 0;
+  }
+
+  // Waits for the marks in order, counting their bytes done as each lands; after a failure
+  // anywhere, drops them (the wake is rolled back).
+  void count_progress() {
+    for (auto& [fence, bytes] : marks_) {
+      const bool going =
+          create_rc_ == kDrvOk && map_rc_ == kDrvOk && copy_rc_ == kDrvOk && stage_error_.empty();
+      if (!going) {
+        parts_.copier.drop(&fence);
+        continue;
+      }
+      copy_rc_ = parts_.copier.wait(&fence);
+      if (copy_rc_ == kDrvOk) parts_.progress.add(bytes);
+    }
+    marks_.clear();
   }
 
   // A wake that cannot get all its memory changes nothing: every mapping and handle goes, the
@@ -193,8 +238,7 @@ class WakeOperation : public Operation {
       driver.memory_info(r.device, &free_bytes, &total);
       result_.fail(Failure::kOutOfMemory,
                    "wake needs " + format_bytes(needed) + " on device " + std::to_string(r.device) +
-                       "; " + format_bytes(free_bytes) +
-                       " is free" + waited_text() +
+                       "; " + format_bytes(free_bytes) + " is free" + waited_text() +
                        ". Nothing was woken; try again once memory is free");
       result_.error.device = r.device;
       result_.error.needed_bytes = needed;
@@ -270,12 +314,14 @@ class WakeOperation : public Operation {
   std::map<int, std::vector<int>> accessors_;  // device -> devices granted access to it
   std::vector<PhysHandle> handles_;            // per claimed region: its new memory (0: none)
   DrvStatus create_rc_ = kDrvOk;
-  std::size_t create_failed_ = 0;  // the region whose memory could not be created
+  std::size_t create_failed_ = 0;       // the region whose memory could not be created
   std::atomic<bool> abandoned_{false};  // set once mapping ends: creates stop waiting
   double waited_seconds_ = 0;           // by the creating thread, waiting for memory
   DrvStatus map_rc_ = kDrvOk;
   DrvStatus copy_rc_ = kDrvOk;
-  std::vector<StagingRing::Job> staged_;  // restores through the staging ring
+  std::vector<StagingRing::Job> staged_;                      // restores through the staging ring
+  std::vector<std::pair<Copier::Fence, std::size_t>> marks_;  // progress marks, with their bytes
+  std::size_t unmarked_bytes_ = 0;
   std::string stage_error_;
 };
 

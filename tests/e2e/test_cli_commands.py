@@ -302,6 +302,52 @@ class CliCommands(EmulatedCase):
         self.assertEqual(self.raw("wake", "--no-progress", env=env)[2], "")
         self.assertEqual(h.send("check w"), "OK check w match")
 
+    def test_status_and_ps_answer_during_a_sleep_and_show_its_progress(self):
+        # Past a 1 MiB host budget the contents go to pageable memory through the staging ring,
+        # four 16 MiB pieces at a time, each copy slowed to 0.5 s: 256 MiB take 2 s, and their
+        # bytes move as the sleep runs.
+        env = dict(self.env, FAKECUDA_COPY_DELAY_US="500000", GPUSLEEP_HOST_BUDGET="1M")
+        h = self.start(tag="weights", env=env)
+        h.send("alloc w 268435456 3")
+        sleeper = subprocess.Popen([CLI, "sleep", "--pid", str(h.pid), "--progress"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            seen = []
+            deadline = time.time() + 60
+            while sleeper.poll() is None and time.time() < deadline:
+                _, status, _ = self.cli("status", "--pid", str(h.pid), env=env)
+                op = only_result(status)["operation"]
+                if op is not None:
+                    seen.append(op)
+                    if len(seen) == 1:  # the human forms, while it runs
+                        _, text, _ = self.raw("status", "--pid", str(h.pid), env=env)
+                        self.assertRegex(text, r"  now: sleeping weights: \S+ \S+ of 256.00 MiB, "
+                                               r"[\d.]+ s so far\n")
+                        _, table, _ = self.raw("ps", env=env)
+                        self.assertRegex(table, r"NOW +COMMAND")
+                        self.assertRegex(table, rf"{h.pid} .* sleeping \d+% ")
+                time.sleep(0.05)
+            out, err = sleeper.communicate(timeout=60)
+        finally:
+            if sleeper.poll() is None:
+                sleeper.kill()
+        self.assertEqual(sleeper.returncode, 0, err)
+        self.assertTrue(seen, "status never answered while the sleep ran")
+        for op in seen:
+            self.assertEqual((op["op"], op["tags"], op["regions"], op["total_bytes"]),
+                             ("sleep", ["weights"], 1, 256 * MiB))
+        done = [op["done_bytes"] for op in seen]
+        self.assertEqual(done, sorted(done), "progress went backwards")
+        self.assertTrue(any(0 < d < 256 * MiB for d in done), done)
+        # The controller's progress lines carry the bytes done, the rate and the time left.
+        self.assertRegex(err, r"sleeping \S+ \S+ of 256.00 MiB \(pid \d+\), \d+ [MG]B/s, "
+                              r"[\d.]+ s left: ")
+        _, status, _ = self.cli("status", "--pid", str(h.pid), env=env)
+        self.assertIsNone(only_result(status)["operation"])
+        self.assertNotIn("NOW", self.raw("ps", env=env)[1])
+        self.cli("wake", "--pid", str(h.pid), env=env)
+        self.assertEqual(h.send("check w"), "OK check w match")
+
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root to act as another user")
 class ForeignRuntime(unittest.TestCase):

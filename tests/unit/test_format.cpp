@@ -194,6 +194,40 @@ TEST_CASE("ps prints one row per process with its parent, devices and totals", "
         "7    ?     -        ?        -         -       ?\n");
 }
 
+TEST_CASE("status and ps show a sleep or wake in flight with its progress", "[format]") {
+  Json sleeping = {{"managing", true},
+                   {"default_tag", "default"},
+                   {"operation",
+                    {{"op", "sleep"},
+                     {"tags", Json::array({"weights", "kv_cache"})},
+                     {"regions", 3},
+                     {"total_bytes", 32u << 20},
+                     {"done_bytes", 12u << 20},
+                     {"elapsed_ms", 412.0},
+                     {"waiting_for_memory", false}}},
+                   {"tags", Json::array()}};
+  CHECK(format_status(9, sleeping)
+            .find("  now: sleeping weights, kv_cache: 12.00 MiB of 32.00 MiB, 0.4 s so far\n") !=
+        std::string::npos);
+  Json waiting = {{"op", "wake"},         {"tags", Json::array({"weights"})},
+                  {"total_bytes", 4096u}, {"done_bytes", 0u},
+                  {"elapsed_ms", 2500.0}, {"waiting_for_memory", true}};
+  CHECK(format_status(9, {{"managing", true}, {"operation", waiting}})
+            .find("  now: waking weights: 0 B of 4.00 KiB, 2.5 s so far, waiting for device "
+                  "memory\n") != std::string::npos);
+  CHECK(format_status(9, {{"managing", true}, {"operation", nullptr}}).find("now:") ==
+        std::string::npos);
+  std::vector<PsRow> rows = {
+      {100, 99, sleeping},
+      {101, 99, {{"operation", nullptr}, {"totals", {{"regions", 1}}}}},
+      {102, 99, {{"operation", {{"op", "wake"}, {"total_bytes", 0u}, {"done_bytes", 0u}}}}}};
+  CHECK(format_ps(rows) ==
+        "PID  PPID  DEVICES  REGIONS  RESIDENT  ASLEEP  NOW           COMMAND\n"
+        "100  99    -        ?        -         -       sleeping 37%  ?\n"
+        "101  99    -        1        -         -       -             ?\n"
+        "102  99    -        ?        -         -       waking        ?\n");
+}
+
 TEST_CASE("tag, rules and error replies print one line each", "[format]") {
   CHECK(format_tag(
             2, {{"effective_tag", "kv_cache"}, {"phase_tag", "kv_cache"}, {"previous", nullptr}}) ==
