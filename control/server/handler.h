@@ -10,6 +10,12 @@
 namespace gpusleep {
 
 class Engine;
+struct RegionInfo;
+
+// What `regions` shows as a region's call site, groups by and `retag --call-site` matches: its
+// innermost `depth` Python frames ("a < b": a called from b), else the native caller of the
+// allocation function.
+std::string call_site_key(const RegionInfo& region, int depth);
 
 class Handler {
  public:
@@ -31,6 +37,8 @@ class Handler {
   protocol::Json policy(const protocol::Request& request);
   protocol::Json rules(const protocol::Request& request);
   protocol::Json retag(const protocol::Request& request);
+  // An invalid_argument reply to `request`.
+  static protocol::Json invalid(const protocol::Request& request, const std::string& message);
 
   Engine* engine_;
   std::string rules_file_;

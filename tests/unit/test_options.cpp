@@ -10,6 +10,7 @@
 #include "core/options.h"
 #include "core/policy.h"
 #include "options_markdown.h"
+#include "protocol/protocol.h"
 
 using namespace gpusleep;
 
@@ -105,7 +106,7 @@ TEST_CASE("the defaults are the table's, and are the documented ones", "[options
   CHECK(o.copy_streams == 4);
   CHECK(o.copy_chunk == (64u << 20));
   CHECK(o.prep_threads == 0);
-  CHECK(o.max_message == (64u << 10));
+  CHECK(o.max_message == protocol::kMaxRequest);  // the option's default is the protocol's limit
   CHECK(o.driver_library == "libcuda.so.1");
 }
 

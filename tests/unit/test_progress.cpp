@@ -70,9 +70,12 @@ TEST_CASE("status shows a sleep and a wake in flight and counts their bytes as t
   FakeGpu gpu;
   Engine engine(gpu.driver(), pageable_options());
   std::vector<DevicePtr> bufs;
+  // 40 MiB each: three 16 MiB staging pieces or fewer a region, nine in all on four workers, so
+  // that they land in several rounds.
+  constexpr std::size_t kSize = 40 * kMiB;
   for (int i = 0; i < 3; ++i) {
-    bufs.push_back(must_allocate(engine, 4 * kMiB));
-    fill(bufs.back(), 4 * kMiB, static_cast<std::uint64_t>(i + 1));
+    bufs.push_back(must_allocate(engine, kSize));
+    fill(bufs.back(), kSize, static_cast<std::uint64_t>(i + 1));
   }
   std::size_t total = 0;
   for (const RegionInfo& r : engine.regions())
@@ -92,7 +95,7 @@ TEST_CASE("status shows a sleep and a wake in flight and counts their bytes as t
   CHECK_FALSE(engine.status().operation.has_value());
   gpu.set_copy_delay_us(0);
   for (int i = 0; i < 3; ++i)
-    CHECK(holds(bufs[i], 4 * kMiB, static_cast<std::uint64_t>(i + 1)));
+    CHECK(holds(bufs[i], kSize, static_cast<std::uint64_t>(i + 1)));
 }
 
 TEST_CASE("a wake waiting for memory says so in status, and a refused one leaves no operation",
