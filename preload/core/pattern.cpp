@@ -2,7 +2,9 @@
 // Thompson's construction) and the Pike VM that runs the automaton over a subject.
 #include "core/pattern.h"
 
+#include <algorithm>
 #include <cctype>
+#include <vector>
 
 namespace gpusleep {
 namespace {
@@ -398,47 +400,77 @@ std::optional<Pattern> Pattern::compile(std::string_view text, std::string* erro
   return PatternCompiler(text).run(error);
 }
 
+namespace {
+
+// A list of states with room for all it can hold (fixed when it is made): no allocation while
+// matching.
+struct StateList {
+  std::uint32_t* data;
+  std::size_t size = 0;
+  void push(std::uint32_t pc) { data[size++] = pc; }
+  void clear() { size = 0; }
+  bool empty() const { return size == 0; }
+};
+
+// Patterns of at most this many states match in buffers on the stack (about 3 KiB); larger ones
+// allocate theirs once per search.
+constexpr std::size_t kInlineStates = 128;
+
+}  // namespace
+
 bool Pattern::search(std::string_view subject) const {
-  // Two thread lists (states alive before and after the current byte) as sparse sets, marked
-  // with the position they belong to so each state enters a list at most once per position.
+  // Two thread lists (states alive before and after the current byte), marked with the position
+  // they belong to so each state enters a list at most once per position; the stack of states
+  // to visit holds at most two pushes per visited state, plus the start.
   const std::size_t n = program_.size();
-  std::vector<std::uint32_t> lists[2];
-  lists[0].reserve(n);
-  lists[1].reserve(n);
-  std::vector<std::size_t> mark(n, static_cast<std::size_t>(-1));
-  std::vector<std::uint32_t> stack;
-  stack.reserve(n);
+  std::uint32_t inline_lists[2][kInlineStates];
+  std::uint32_t inline_stack[2 * kInlineStates + 1];
+  std::size_t inline_mark[kInlineStates];
+  std::vector<std::uint32_t> heap;
+  std::vector<std::size_t> heap_mark;
+  std::uint32_t* list_data[2] = {inline_lists[0], inline_lists[1]};
+  std::uint32_t* stack = inline_stack;
+  std::size_t* mark = inline_mark;
+  if (n > kInlineStates) {
+    heap.resize(4 * n + 1);
+    heap_mark.resize(n);
+    list_data[0] = heap.data();
+    list_data[1] = heap.data() + n;
+    stack = heap.data() + 2 * n;
+    mark = heap_mark.data();
+  }
+  std::fill(mark, mark + n, static_cast<std::size_t>(-1));
+  std::size_t depth = 0;
   const std::size_t len = subject.size();
 
   // Adds `start` and every state reachable from it without consuming a byte, at position `at`.
-  auto add = [&](std::vector<std::uint32_t>& list, std::uint32_t start, std::size_t at) {
-    stack.push_back(start);
-    while (!stack.empty()) {
-      const std::uint32_t pc = stack.back();
-      stack.pop_back();
+  auto add = [&](StateList& list, std::uint32_t start, std::size_t at) {
+    stack[depth++] = start;
+    while (depth > 0) {
+      const std::uint32_t pc = stack[--depth];
       if (mark[pc] == at) continue;
       mark[pc] = at;
       const Instruction& in = program_[pc];
       switch (in.op) {
         case Instruction::kJump:
-          stack.push_back(in.x);
+          stack[depth++] = in.x;
           break;
         case Instruction::kSplit:
-          stack.push_back(in.y);
-          stack.push_back(in.x);
+          stack[depth++] = in.y;
+          stack[depth++] = in.x;
           break;
         case Instruction::kBegin:
-          if (at == 0) stack.push_back(pc + 1);
+          if (at == 0) stack[depth++] = pc + 1;
           break;
         case Instruction::kEnd:
-          if (at == len) stack.push_back(pc + 1);
+          if (at == len) stack[depth++] = pc + 1;
           break;
         case Instruction::kMatch:
-          list.push_back(pc);
-          stack.clear();
+          list.push(pc);
+          depth = 0;
           return true;
         default:
-          list.push_back(pc);
+          list.push(pc);
           break;
       }
     }
@@ -446,14 +478,16 @@ bool Pattern::search(std::string_view subject) const {
   };
 
   const bool anchored = !program_.empty() && program_[0].op == Instruction::kBegin;
-  std::vector<std::uint32_t>* current = &lists[0];
-  std::vector<std::uint32_t>* next = &lists[1];
+  StateList lists[2] = {{list_data[0]}, {list_data[1]}};
+  StateList* current = &lists[0];
+  StateList* next = &lists[1];
   for (std::size_t at = 0;; ++at) {
     if ((at == 0 || !anchored) && add(*current, 0, at)) return true;
     if (at == len || (anchored && current->empty())) return false;
     const auto byte = static_cast<unsigned char>(subject[at]);
     next->clear();
-    for (std::uint32_t pc : *current) {
+    for (std::size_t i = 0; i < current->size; ++i) {
+      const std::uint32_t pc = current->data[i];
       const Instruction& in = program_[pc];
       const bool step = in.op == Instruction::kAny ||
                         (in.op == Instruction::kByte && in.byte == byte) ||

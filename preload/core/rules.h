@@ -59,8 +59,9 @@ struct AllocationFacts {
 class RuleSet {
  public:
   static constexpr std::size_t kMaxRules = 1000;
-  static constexpr std::size_t kMaxTotalStates = 20000;  // all patterns' states together
-  static constexpr std::size_t kMaxCached = 4096;        // cached results of each kind
+  // All patterns' states together: what a new frame costs to match (docs/reliability.md)
+  static constexpr std::size_t kMaxTotalStates = 8000;
+  static constexpr std::size_t kMaxCached = 4096;  // cached results of each kind
 
   // Parses a rule set ({"rules": [...]} or a bare list), at most kMaxDepth levels deep. On failure
   // returns null and says why in *error, naming the rule and the field.
