@@ -262,7 +262,10 @@ extern "C" uint64_t fakecuda_used_bytes(int device) {
 
 extern "C" uint64_t fakecuda_capacity_bytes(int device) {
   std::lock_guard<std::mutex> lock(st().mu);
-  if (st().shared == nullptr || device < 0 || device >= kMaxDevices) return 0;
+  if (st().shared == nullptr || device < 0 || device >= kMaxDevices ||
+      static_cast<std::uint32_t>(device) >= st().shared->devices) {
+    return 0;  // no such device
+  }
   return st().shared->capacity[device];
 }
 

@@ -34,7 +34,7 @@ void fakecuda_get_stats(struct FakeCudaStats* out);
 void fakecuda_fail(const char* function, int skip, int count, int error);
 /* Device memory in use on `device` by every process sharing the state, and its capacity. */
 uint64_t fakecuda_used_bytes(int device);
-uint64_t fakecuda_capacity_bytes(int device);
+uint64_t fakecuda_capacity_bytes(int device); /* 0: no such device */
 /* Sets the capacity of `device` (for every process sharing the state). */
 void fakecuda_set_capacity(int device, uint64_t bytes);
 /* Whether devices report virtual memory management support (FAKECUDA_NO_VMM sets it off). */
