@@ -99,6 +99,10 @@ int talk(const TargetOptions& o, const Json& request, double default_timeout_s,
          const std::function<std::string(int, const Json&)>& human);
 
 // The parent of process `pid` from /proc/PID/stat (0 when unknown).
+// The text of the file at `path`, at most 1 MiB (rules files, presets); throws
+// std::runtime_error saying why it cannot be had.
+std::string read_small_file(const std::string& path);
+
 int parent_pid(int pid);
 
 // Whether `pid` is `ancestor` or descends from it.

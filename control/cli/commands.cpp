@@ -7,7 +7,6 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <string>
 
 #include "cli/doctor.h"
@@ -34,18 +33,6 @@ bool parse_id(const std::string& s, std::uint64_t* out) {
   if (errno != 0 || end == s.c_str() || *end != '\0' || v == 0 || s[0] == '-') return false;
   *out = v;
   return true;
-}
-
-std::string read_rules_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot read " + path);
-  std::string text(1u << 20, '\0');
-  f.read(text.data(), static_cast<std::streamsize>(text.size()));
-  if (f.gcount() == static_cast<std::streamsize>(text.size())) {
-    throw std::runtime_error(path + " is larger than 1 MiB");
-  }
-  text.resize(static_cast<std::size_t>(f.gcount()));
-  return text;
 }
 
 }  // namespace
@@ -151,7 +138,7 @@ protocol::Json rules_request(const std::vector<std::string>& args) {
   Json fields{{"action", action}};
   if (action == "set") {
     if (args.size() != 2) throw UsageError("rules set takes a file");
-    Json parsed = Json::parse(read_rules_file(args[1]), nullptr, false);
+    Json parsed = Json::parse(read_small_file(args[1]), nullptr, false);
     if (parsed.is_discarded()) throw std::runtime_error(args[1] + " is not valid JSON");
     fields["rules"] = parsed;
   } else if (args.size() > 1 || (action != "show" && action != "reload" && action != "clear")) {

@@ -80,18 +80,6 @@ std::string preset_path(const std::string& name) {
                    looked + ")");
 }
 
-std::string read_small(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot read " + path + ": " + strerror(errno));
-  std::string text(1u << 20, '\0');
-  f.read(text.data(), static_cast<std::streamsize>(text.size()));
-  if (f.gcount() == static_cast<std::streamsize>(text.size())) {
-    throw std::runtime_error(path + " is larger than 1 MiB");
-  }
-  text.resize(static_cast<std::size_t>(f.gcount()));
-  return text;
-}
-
 // One rules file holding the rules of `paths` in order, written to the runtime directory as
 // PID.rules.json (this process becomes the program, so the pid names it; `gpusleep ps` removes
 // the files of processes that are gone).
@@ -100,7 +88,7 @@ std::string merged_rules(const std::vector<std::string>& names,
   protocol::Json rules = protocol::Json::array();
   std::string list;
   for (std::size_t i = 0; i < paths.size(); ++i) {
-    protocol::Json preset = protocol::Json::parse(read_small(paths[i]), nullptr, false);
+    protocol::Json preset = protocol::Json::parse(read_small_file(paths[i]), nullptr, false);
     if (preset.is_discarded() || !preset.contains("rules") || !preset["rules"].is_array()) {
       throw std::runtime_error("preset " + paths[i] + " is not a rules file");
     }
@@ -146,6 +134,18 @@ std::string rules_for(std::vector<std::string> presets) {
 }
 
 }  // namespace
+
+std::string read_small_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot read " + path + ": " + strerror(errno));
+  std::string text(1u << 20, '\0');
+  f.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (f.gcount() == static_cast<std::streamsize>(text.size())) {
+    throw std::runtime_error(path + " is larger than 1 MiB");
+  }
+  text.resize(static_cast<std::size_t>(f.gcount()));
+  return text;
+}
 
 std::string find_library(std::string* looked) {
   if (const char* lib = std::getenv("GPUSLEEP_LIBRARY"); lib && *lib) {
