@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Downloads, into DIR (default .whl), the wheels `transformers serve` needs beyond what a GPU
-# machine with PyTorch 2.11 and transformers 5.17 has (FastAPI, Starlette, Uvicorn, Pydantic, the
-# OpenAI types and what they pull in), for Python 3.12 on x86-64 Linux, so that they can travel
+# Downloads, into DIR (default .whl), the wheels `transformers serve` and the diffusion server
+# test need beyond what a GPU machine with PyTorch 2.11 and transformers 5.17 has (FastAPI,
+# Starlette, Uvicorn, Pydantic, the OpenAI types and what they pull in; diffusers and Pillow), for
+# Python 3.12 on x86-64 Linux, so that they can travel
 # to a machine with no package registry. There:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site DIR/*.whl
 #   export PYTHONPATH=/tmp/site
@@ -23,6 +24,10 @@ wheels=(
   jiter==0.10.0
   distro==1.9.0
   sniffio==1.3.1
+  # The diffusion server test (tests/gpu/test_diffusion.py): diffusers and the image library it
+  # imports.
+  diffusers==0.42.1
+  pillow==11.3.0
 )
 mkdir -p "$dest"
 for w in "${wheels[@]}"; do
