@@ -27,7 +27,7 @@ constexpr std::size_t kThreadedCreateMin = 8;
 constexpr auto kMemoryPoll = std::chrono::microseconds(200);
 // Restores from mirrors are marked every this many bytes, so that status can count them done as
 // they land; a mark costs an event per stream.
-constexpr std::size_t kProgressStep = std::size_t{256} << 20;
+constexpr std::size_t kProgressStep = std::size_t{1} << 30;
 
 class WakeOperation : public Operation {
  public:
