@@ -25,9 +25,10 @@ constexpr std::size_t kThreadedCreateMin = 8;
 // How often a waiting wake looks at the device's free memory: a region's release shows there
 // within tens of microseconds, and a look costs a few.
 constexpr auto kMemoryPoll = std::chrono::microseconds(200);
-// Restores from mirrors are marked every this many bytes, so that status can count them done as
-// they land; a mark costs an event per stream.
-constexpr std::size_t kProgressStep = std::size_t{1} << 30;
+// Restores from mirrors are marked every 1/64 of the wake's bytes, from 64 MiB to 1 GiB, so that
+// status can count them done as they land; a mark costs an event per stream.
+constexpr std::size_t kMinProgressStep = std::size_t{64} << 20;
+constexpr std::size_t kMaxProgressStep = std::size_t{1} << 30;
 
 class WakeOperation : public Operation {
  public:
@@ -56,6 +57,10 @@ class WakeOperation : public Operation {
     std::stable_sort(claimed_.begin(), claimed_.end(),
                      [](const auto& a, const auto& b) { return a->mapped > b->mapped; });
     mapped_.assign(claimed_.size(), false);
+    std::size_t total = 0;
+    for (const auto& r : claimed_)
+      total += r->mapped;
+    progress_step_ = std::clamp(total / 64, kMinProgressStep, kMaxProgressStep);
     std::unique_lock<std::mutex> lock = parts_.peers.lock();
     for (const auto& r : claimed_)
       accessors_.emplace(r->device, parts_.peers.accessors_of(r->device));
@@ -184,10 +189,10 @@ class WakeOperation : public Operation {
     return true;
   }
 
-  // Notes `bytes` of restores queued, and marks the copies every kProgressStep bytes.
+  // Notes `bytes` of restores queued, and marks the copies every progress_step_ bytes.
   void mark_progress(std::size_t bytes) {
     unmarked_bytes_ += bytes;
-    if (unmarked_bytes_ < kProgressStep) return;
+    if (unmarked_bytes_ < progress_step_) return;
     Copier::Fence fence;
     if (parts_.copier.fence(&fence) != kDrvOk) {
       parts_.copier.drop(&fence);  // no mark: these bytes count when the next one lands
@@ -322,6 +327,7 @@ class WakeOperation : public Operation {
   std::vector<StagingRing::Job> staged_;                      // restores through the staging ring
   std::vector<std::pair<Copier::Fence, std::size_t>> marks_;  // progress marks, with their bytes
   std::size_t unmarked_bytes_ = 0;
+  std::size_t progress_step_ = kMaxProgressStep;
   std::string stage_error_;
 };
 

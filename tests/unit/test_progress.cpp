@@ -132,3 +132,50 @@ TEST_CASE("a wake waiting for memory says so in status, and a refused one leaves
   CHECK_FALSE(unknown.ok);
   CHECK_FALSE(engine.status().operation.has_value());
 }
+
+TEST_CASE(
+    "a wake from pinned mirrors counts its restores as they land, and a failed one rolls back",
+    "[progress]") {
+  FakeGpu gpu;
+  Options o = test_options();
+  o.default_tag = "weights";
+  Engine engine(gpu.driver(), o);
+  // 240 MiB: marks every 64 MiB, after the second, fourth and sixth region.
+  constexpr std::size_t kSize = 40 * kMiB;
+  std::vector<DevicePtr> bufs;
+  for (int i = 0; i < 6; ++i) {
+    bufs.push_back(must_allocate(engine, kSize));
+    fill(bufs.back(), kSize, static_cast<std::uint64_t>(i + 11));
+  }
+  std::size_t total = 0;
+  for (const RegionInfo& r : engine.regions())
+    total += r.mapped;
+  REQUIRE(engine.sleep(SleepRequest{}).ok);
+
+  // A mark that fails to land fails the wake: the regions stay asleep with their mirrors.
+  gpu.fail("cuEventSynchronize", 0, 1);
+  OpResult failed = engine.wake(WakeRequest{});
+  CHECK_FALSE(failed.ok);
+  for (const RegionInfo& r : engine.regions())
+    CHECK(r.state == RegionState::kAsleep);
+  CHECK_FALSE(engine.status().operation.has_value());
+  // So does a restore that cannot be queued after marks were made: they are dropped.
+  gpu.fail("cuMemcpyHtoDAsync_v2", 100, 1);
+  CHECK_FALSE(engine.wake(WakeRequest{}).ok);
+  for (const RegionInfo& r : engine.regions())
+    CHECK(r.state == RegionState::kAsleep);
+
+  gpu.set_copy_delay_us(2000);
+  auto [woken, w] = watch(engine, [&] { return engine.wake(WakeRequest{}); });
+  REQUIRE(w.ok);
+  std::size_t last = 0;
+  for (const OperationStatus& s : woken) {
+    CHECK(s.total_bytes == total);
+    CHECK(s.done_bytes >= last);
+    CHECK(s.done_bytes <= total);
+    last = s.done_bytes;
+  }
+  gpu.set_copy_delay_us(0);
+  for (int i = 0; i < 6; ++i)
+    CHECK(holds(bufs[i], kSize, static_cast<std::uint64_t>(i + 11)));
+}
