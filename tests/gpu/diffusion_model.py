@@ -10,22 +10,15 @@ with the same arguments is kept."""
 import argparse
 import json
 import os
+import sys
 
-VOCAB = 32000
-SPECIAL = ["<pad>", "</s>", "<unk>"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_model import VOCAB, word_tokenizer  # noqa: E402
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(SPECIAL)}
-    for i in range(VOCAB - len(SPECIAL)):
-        vocab[f"w{i}"] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
-                                   eos_token="</s>", model_max_length=512)
+    # T5's layout: padding 0, end of sequence 1.
+    return word_tokenizer({"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}, 512)
 
 
 def weight_bytes(out):

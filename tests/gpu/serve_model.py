@@ -10,21 +10,26 @@ import json
 import os
 
 VOCAB = 32000
-SPECIAL = ["<unk>", "<s>", "</s>"]
 
 
-def build_tokenizer():
+def word_tokenizer(special, max_length):
+    """A word-level tokenizer of VOCAB tokens: the `special` ones first ({"unk_token": "<unk>",
+    ...} in id order, named as PreTrainedTokenizerFast names them; unk_token required), then the
+    words "w0", "w1", ..., split at whitespace and joined by spaces."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(SPECIAL)}
-    for i in range(VOCAB - len(SPECIAL)):
+    vocab = {token: i for i, token in enumerate(special.values())}
+    for i in range(VOCAB - len(special)):
         vocab[f"w{i}"] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=special["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # words joined by spaces
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
-                                   eos_token="</s>", model_max_length=4096)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, **special)
+
+
+def build_tokenizer():
+    return word_tokenizer({"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}, 4096)
 
 
 def build(out, layers, hidden, device):

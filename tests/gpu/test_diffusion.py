@@ -14,7 +14,6 @@ Prints "SUMMARY ..." and writes diffusion.json to $GPUSLEEP_RESULTS_DIR (default
 directory); scripts/plot_diffusion.py draws it. Exits 77 (skipped) without a GPU or without
 diffusers (scripts/fetch-wheels.sh carries it). GPUSLEEP_TEST_DIFFUSION_ARGS passes sizes to
 diffusion_model.py (e.g. "--layers 4 --hidden 1024" for a quick run)."""
-import json
 import os
 import shlex
 import subprocess
@@ -25,12 +24,10 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, ".."))
-from harness import have_gpu, nvidia_free_bytes, only_result, run_cli  # noqa: E402
+from server_case import CLI, RESULTS, ServerCase  # noqa: E402
+from harness import have_gpu, nvidia_free_bytes  # noqa: E402
 import serve_client as sc  # noqa: E402
 
-CLI = os.environ.get("GPUSLEEP_TEST_CLI", "")
-RESULTS = os.environ.get("GPUSLEEP_RESULTS_DIR", os.getcwd())
 MODEL_DIR = os.environ.get("GPUSLEEP_TEST_DIFFUSION_DIR",
                            os.path.join(tempfile.gettempdir(), "gpusleep-diffusion"))
 MODEL_ARGS = shlex.split(os.environ.get("GPUSLEEP_TEST_DIFFUSION_ARGS", ""))
@@ -38,53 +35,27 @@ REQUEST = {"prompt": "w17 w4242 w907 w31 w12000 w5", "seed": 1234, "steps": 8, "
 GiB = 1 << 30
 
 
-class DiffusionServer(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.env = sc.env_for_servers(os.environ)
-        out = subprocess.run([sys.executable, os.path.join(HERE, "diffusion_model.py"), MODEL_DIR,
-                              *MODEL_ARGS], env=cls.env, capture_output=True, text=True,
-                             timeout=1800)
-        if out.returncode != 0:
-            raise RuntimeError(f"building the pipeline failed:\n{out.stderr[-3000:]}")
-        cls.model_bytes = int(out.stdout.split()[-1])
-
+class DiffusionServer(ServerCase):
     def setUp(self):
-        self.procs = []
-
-    def tearDown(self):
-        for p in self.procs:
-            sc.stop_server(p)
-
-    def cli(self, *args):
-        rc, out, err = run_cli(CLI, args, self.env)
-        self.assertEqual(rc, 0, f"gpusleep {' '.join(args)}: {err} {out}")
-        return only_result(out)
+        super().setUp()
+        out = subprocess.run([sys.executable, os.path.join(HERE, "diffusion_model.py"), MODEL_DIR,
+                              *MODEL_ARGS], env=self.env, capture_output=True, text=True,
+                             timeout=1800)
+        self.assertEqual(out.returncode, 0, f"building the pipeline: {out.stderr[-3000:]}")
+        self.model_bytes = int(out.stdout.split()[-1])
 
     def serve(self, label, under=None):
         """Starts the server (under `gpusleep run` when `under` gives its arguments); returns
         (process, base URL, seconds until healthy)."""
-        port = sc.free_port()
-        argv = [sys.executable, os.path.join(HERE, "diffusion_server.py"), MODEL_DIR,
-                "--port", str(port)]
-        if under is not None:
-            argv = [CLI, "run"] + under + ["--"] + argv
-        self.log = os.path.join(RESULTS, f"diffusion-{label}.log")
-        t0 = time.monotonic()
-        proc = sc.start_server(argv, self.env, self.log)
-        self.procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            ready = sc.wait_healthy(base, proc) - t0
-        except (RuntimeError, TimeoutError) as e:
-            self.fail(f"{label}: {e}\n{sc.log_tail(self.log)}")
-        return proc, base, ready
+        return self.start(f"diffusion-{label}", lambda port: [
+            sys.executable, os.path.join(HERE, "diffusion_server.py"), MODEL_DIR, "--port",
+            str(port)], under)
 
     def post(self, base, path, body=None):
         try:
             return sc.post(base + path, body or {}, timeout=1200)
         except sc.ServerError as e:
-            self.fail(f"{e}\n--- server log ---\n{sc.log_tail(self.log, 60)}")
+            self.fail_with_log(e)
 
     def image(self, base):
         out = self.post(base, "/generate", REQUEST)

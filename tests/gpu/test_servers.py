@@ -21,12 +21,10 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, ".."))
-from harness import have_gpu, nvidia_free_bytes, only_result, run_cli  # noqa: E402
+from server_case import CLI, RESULTS, ServerCase  # noqa: E402
+from harness import have_gpu, nvidia_free_bytes  # noqa: E402
 import serve_client as sc  # noqa: E402
 
-CLI = os.environ.get("GPUSLEEP_TEST_CLI", "")
-RESULTS = os.environ.get("GPUSLEEP_RESULTS_DIR", os.getcwd())
 MODEL_DIR = os.environ.get("GPUSLEEP_TEST_MODEL_DIR",
                            os.path.join(tempfile.gettempdir(), "gpusleep-serve-llama"))
 SERVE_MODULES = ("torch", "transformers", "fastapi", "uvicorn", "openai", "pydantic")
@@ -46,45 +44,21 @@ def preset_for_servers(env):
     return "auto" if p.returncode == 0 else "transformers"
 
 
-class TransformersServe(unittest.TestCase):
+class TransformersServe(ServerCase):
     def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.env = sc.env_for_servers(os.environ)
-        self.env["GPUSLEEP_RUNTIME_DIR"] = os.path.join(self.tmp.name, "run")
-        self.procs = []
+        super().setUp()
         built = subprocess.run([sys.executable, os.path.join(HERE, "serve_model.py"), MODEL_DIR],
                                env=self.env, capture_output=True, text=True, timeout=900)
         self.assertEqual(built.returncode, 0, built.stderr[-3000:])
         self.model_bytes = int(built.stdout.split()[-1])
 
-    def tearDown(self):
-        for p in self.procs:
-            sc.stop_server(p)
-        self.tmp.cleanup()
-
-    def cli(self, *args):
-        rc, out, err = run_cli(CLI, args, self.env)
-        self.assertEqual(rc, 0, f"gpusleep {' '.join(args)}: {err} {out}")
-        return only_result(out)
-
     def serve(self, label, flags, under=None):
         """Starts `transformers serve` (under `gpusleep run` when `under` gives its arguments);
         returns (process, client, seconds until healthy)."""
-        port = sc.free_port()
-        argv = sc.transformers_command() + ["serve", MODEL_DIR, "--host", "127.0.0.1", "--port",
-                                            str(port), "--dtype", "bfloat16"] + flags
-        if under is not None:
-            argv = [CLI, "run"] + under + ["--"] + argv
-        log = os.path.join(RESULTS, f"servers-{label}.log")
-        self.last_log = log
-        t0 = time.monotonic()
-        proc = sc.start_server(argv, self.env, log)
-        self.procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            ready = sc.wait_healthy(base, proc) - t0
-        except (RuntimeError, TimeoutError) as e:
-            self.fail(f"{label}: {e}\n{sc.log_tail(log)}")
+        proc, base, ready = self.start(
+            f"servers-{label}", lambda port: sc.transformers_command() + [
+                "serve", MODEL_DIR, "--host", "127.0.0.1", "--port", str(port), "--dtype",
+                "bfloat16"] + flags, under)
         return proc, sc.Completions(base, MODEL_DIR), ready
 
     def sleep(self, pid, *args):
@@ -211,7 +185,7 @@ class TransformersServe(unittest.TestCase):
         try:
             self.check_server(name, flags, prefix_probe)
         except sc.ServerError as e:
-            self.fail(f"{name}: {e}\n--- server log ---\n{sc.log_tail(self.last_log, 60)}")
+            self.fail_with_log(f"{name}: {e}")
 
     def test_plain_serve_tags_its_memory_and_sleeps_and_wakes_identically(self):
         self.server_case("transformers-serve", [], prefix_probe=False)
