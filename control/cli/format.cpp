@@ -76,8 +76,8 @@ std::string operation_text(const Json& op, bool full) {
     if (!done.is_number_unsigned() || !total.is_number_unsigned() || total.get<double>() <= 0) {
       return verb;
     }
-    const int percent = static_cast<int>(100.0 * done.get<double>() / total.get<double>());
-    return verb + " " + std::to_string(std::min(percent, 100)) + "%";
+    const double percent = std::min(100.0, 100.0 * done.get<double>() / total.get<double>());
+    return verb + " " + std::to_string(static_cast<int>(percent)) + "%";
   }
   std::string tags;
   for (const Json& t : field(op, "tags"))

@@ -3,10 +3,12 @@
 // flight in its status, the bytes done, the rate and the time left.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -97,12 +99,13 @@ class Progress {
  private:
   // Asks each process for its status on a connection of its own, as long as the operation runs.
   // A process that does not answer within a second answers status only after the operation: it
-  // is asked no more, so that no more than one connection waits in it.
+  // is asked no more, so that no more than one connection waits in it. Each process counts with
+  // the most it has reported done, so the sum never goes back when one finishes first.
   void poll() {
     const Json request = protocol::make_request("status");
     std::vector<Target> asked = targets_;
+    std::map<int, std::uint64_t> most;  // by pid
     while (!stopping() && !asked.empty()) {
-      std::uint64_t done = 0;
       bool known = false;
       std::vector<Outcome> outcomes = call_all(asked, request, 1000);
       std::vector<Target> answering;
@@ -115,9 +118,13 @@ class Progress {
         auto op = result.find("operation");
         if (op == result.end() || !op->is_object()) continue;
         known = true;
-        done += number(*op, "done_bytes");
+        std::uint64_t& m = most[asked[i].pid];
+        m = std::max(m, number(*op, "done_bytes"));
       }
       asked = answering;
+      std::uint64_t done = 0;
+      for (const auto& [pid, bytes] : most)
+        done += bytes;
       std::unique_lock<std::mutex> lock(mu_);
       if (known) done_bytes_ = done;
       wake_.wait_for(lock, std::chrono::milliseconds(250), [this] { return done_; });

@@ -48,6 +48,8 @@ DrvStatus Copier::issue(Context ctx, Direction direction, void* host, DevicePtr 
 
 DrvStatus Copier::fence(Fence* out) {
   out->clear();
+  // The streams are marked as fenced only once every event is recorded: after a failure, the
+  // next fence still covers all of them.
   for (auto& [ctx, cs] : contexts_) {
     for (std::size_t k = 0; k < cs.streams.size(); ++k) {
       if (!cs.since_fence[k]) continue;
@@ -56,9 +58,10 @@ DrvStatus Copier::fence(Fence* out) {
       if (rc == kDrvOk) rc = driver_.event_record(cs.streams[k], &e);
       if (rc != kDrvOk) return rc;
       out->emplace_back(ctx, e);
-      cs.since_fence[k] = 0;
     }
   }
+  for (auto& [ctx, cs] : contexts_)
+    std::fill(cs.since_fence.begin(), cs.since_fence.end(), 0);
   return kDrvOk;
 }
 

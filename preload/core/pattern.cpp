@@ -423,6 +423,7 @@ bool Pattern::search(std::string_view subject) const {
   // they belong to so each state enters a list at most once per position; the stack of states
   // to visit holds at most two pushes per visited state, plus the start.
   const std::size_t n = program_.size();
+  if (n == 0) return false;  // a moved-from pattern
   std::uint32_t inline_lists[2][kInlineStates];
   std::uint32_t inline_stack[2 * kInlineStates + 1];
   std::size_t inline_mark[kInlineStates];

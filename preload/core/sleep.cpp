@@ -1,5 +1,6 @@
 // Sleep, as its named phases: claim the regions, reserve host memory for their mirrors, close the
 // gate, quiesce the devices, copy out, release the device memory, report.
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -257,7 +258,9 @@ class SleepOperation : public Operation {
                  driver.describe(rrc).c_str());
       }
       r.handle = 0;
-      if (stash_[i] == nullptr) parts_.progress.add(r.mapped);  // a stash counted its pieces
+      // A stash counted its pieces as they moved; its region counts the rest of its mapping now.
+      const std::size_t counted = stash_[i] ? std::min(r.mapped, stash_[i]->bytes()) : 0;
+      parts_.progress.add(r.mapped - counted);
       slept_.push_back(claimed_[i]);
       slept_policy_.push_back(policy_[i]);
       slept_stash_.push_back(std::move(stash_[i]));

@@ -159,7 +159,10 @@ class WakeOperation : public Operation {
                            }});
         continue;
       }
-      if (r.mirror == nullptr) continue;
+      if (r.mirror == nullptr) {  // nothing to restore
+        parts_.progress.add(r.mapped);
+        continue;
+      }
       Mirror& m = *r.mirror;
       for (std::size_t p = 0; p < m.piece_count() && copy_rc_ == kDrvOk; ++p) {
         std::size_t off = m.piece_offset(p);
@@ -184,6 +187,14 @@ class WakeOperation : public Operation {
     if (create_rc_ != kDrvOk || map_rc_ != kDrvOk || copy_rc_ != kDrvOk || !stage_error_.empty()) {
       return false;
     }
+    // What no mark covered, and the rest of each staged region's mapping past its contents.
+    std::size_t rest = unmarked_bytes_;
+    for (const auto& r : claimed_) {
+      if (r->slept_policy != Policy::kDiscard && r->stash != nullptr) {
+        rest += r->mapped - std::min(r->mapped, r->stash->bytes());
+      }
+    }
+    parts_.progress.add(rest);
     result_.map_seconds = map_seconds;
     result_.copy_seconds = monotonic_seconds() - t - map_seconds;
     return true;
