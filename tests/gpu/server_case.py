@@ -3,6 +3,7 @@ starts servers as their users start them, bare or under `gpusleep run`, each tes
 directory of its own, waits for their health, drives them with the gpusleep command, and fails
 with the server's log when a server refuses a request."""
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -11,7 +12,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
-from harness import only_result, run_cli  # noqa: E402
+from harness import have_gpu, only_result, run_cli  # noqa: E402
 import serve_client as sc  # noqa: E402
 
 CLI = os.environ.get("GPUSLEEP_TEST_CLI", "")
@@ -57,3 +58,21 @@ class ServerCase(unittest.TestCase):
 
     def fail_with_log(self, error):
         self.fail(f"{error}\n--- server log ---\n{sc.log_tail(self.last_log, 60)}")
+
+
+def main(modules):
+    """Runs the tests of the calling module; exits 77 (skipped) without a GPU or when one of
+    `modules` cannot be imported (the serving packages travel as wheels: fetch-wheels.sh)."""
+    if not have_gpu():
+        print("no GPU: skipped")
+        sys.exit(77)
+    if not CLI:
+        print("GPUSLEEP_TEST_CLI must be set")
+        sys.exit(2)
+    missing = [m for m in modules
+               if subprocess.run([sys.executable, "-c", f"import {m}"], capture_output=True,
+                                 timeout=300).returncode != 0]
+    if missing:
+        print(f"missing {', '.join(missing)} (scripts/fetch-wheels.sh): skipped")
+        sys.exit(77)
+    unittest.main(module="__main__", verbosity=2)

@@ -20,12 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from server_case import CLI, RESULTS, ServerCase  # noqa: E402
-from harness import have_gpu, nvidia_free_bytes  # noqa: E402
+from server_case import RESULTS, ServerCase, main as server_main  # noqa: E402
+from harness import nvidia_free_bytes  # noqa: E402
 import serve_client as sc  # noqa: E402
 
 MODEL_DIR = os.environ.get("GPUSLEEP_TEST_DIFFUSION_DIR",
@@ -137,14 +136,4 @@ class DiffusionServer(ServerCase):
 
 
 if __name__ == "__main__":
-    if not have_gpu():
-        print("no GPU: skipped")
-        sys.exit(77)
-    if not CLI:
-        print("GPUSLEEP_TEST_CLI must be set")
-        sys.exit(2)
-    if subprocess.run([sys.executable, "-c", "import diffusers"], capture_output=True,
-                      timeout=300).returncode != 0:
-        print("missing diffusers (scripts/fetch-wheels.sh): skipped")
-        sys.exit(77)
-    unittest.main(verbosity=2)
+    server_main(("torch", "diffusers"))

@@ -17,12 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from server_case import CLI, RESULTS, ServerCase  # noqa: E402
-from harness import have_gpu, nvidia_free_bytes  # noqa: E402
+from server_case import CLI, RESULTS, ServerCase, main as server_main  # noqa: E402
+from harness import nvidia_free_bytes  # noqa: E402
 import serve_client as sc  # noqa: E402
 
 MODEL_DIR = os.environ.get("GPUSLEEP_TEST_MODEL_DIR",
@@ -199,16 +198,4 @@ class TransformersServe(ServerCase):
 
 
 if __name__ == "__main__":
-    if not have_gpu():
-        print("no GPU: skipped")
-        sys.exit(77)
-    if not CLI:
-        print("GPUSLEEP_TEST_CLI must be set")
-        sys.exit(2)
-    missing = [m for m in SERVE_MODULES
-               if subprocess.run([sys.executable, "-c", f"import {m}"], capture_output=True,
-                                 timeout=300).returncode != 0]
-    if missing:
-        print(f"missing {', '.join(missing)} (scripts/fetch-wheels.sh): skipped")
-        sys.exit(77)
-    unittest.main(verbosity=2)
+    server_main(SERVE_MODULES)
