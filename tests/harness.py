@@ -21,6 +21,22 @@ if not os.environ.get("GPUSLEEP_TEST_INSTALLED"):
     sys.path.insert(0, os.path.normpath(PACKAGE_SOURCE))
 
 
+# For programs that tests write: alloc(size, fill) and read(p, size) over the CUDA runtime `rt`
+# (ctypes.CDLL("libcudart.so.13"), which the program defines before this).
+DEVICE_BUFFERS = """
+def alloc(size, fill):
+    p = ctypes.c_void_p()
+    assert rt.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(size)) == 0
+    assert rt.cudaMemset(p, fill, ctypes.c_size_t(size)) == 0
+    return p
+
+def read(p, size):
+    host = ctypes.create_string_buffer(size)
+    assert rt.cudaMemcpy(host, p, ctypes.c_size_t(size), 2) == 0
+    return host.raw
+"""
+
+
 class Host:
     """A program started under `gpusleep run`, answering one line per command on stdout."""
 

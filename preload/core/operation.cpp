@@ -35,11 +35,10 @@ bool Operation::claim(const std::vector<std::string>& requested, RegionState fro
     result_.seconds = elapsed();
     return false;
   }
-  std::size_t total = 0;
   for (const auto& r : claimed_)
-    total += r->mapped;
+    claimed_bytes_ += r->mapped;
   parts_.progress.begin(name_, std::vector<std::string>(acted.begin(), acted.end()),
-                        claimed_.size(), total);
+                        claimed_.size(), claimed_bytes_);
   return true;
 }
 

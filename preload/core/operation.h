@@ -45,6 +45,7 @@ class Operation {
   EngineParts& parts_;
   OpResult result_;
   std::vector<std::shared_ptr<Region>> claimed_;
+  std::size_t claimed_bytes_ = 0;  // the mapped bytes of claimed_
 
  private:
   std::lock_guard<std::mutex> op_lock_;

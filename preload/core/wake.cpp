@@ -57,10 +57,7 @@ class WakeOperation : public Operation {
     std::stable_sort(claimed_.begin(), claimed_.end(),
                      [](const auto& a, const auto& b) { return a->mapped > b->mapped; });
     mapped_.assign(claimed_.size(), false);
-    std::size_t total = 0;
-    for (const auto& r : claimed_)
-      total += r->mapped;
-    progress_step_ = std::clamp(total / 64, kMinProgressStep, kMaxProgressStep);
+    progress_step_ = std::clamp(claimed_bytes_ / 64, kMinProgressStep, kMaxProgressStep);
     std::unique_lock<std::mutex> lock = parts_.peers.lock();
     for (const auto& r : claimed_)
       accessors_.emplace(r->device, parts_.peers.accessors_of(r->device));

@@ -17,7 +17,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from harness import EmulatedCase  # noqa: E402  (puts the package under test on the path)
+from harness import DEVICE_BUFFERS, EmulatedCase  # noqa: E402  (puts the package on the path)
 import gpusleep  # noqa: E402
 
 MiB = 1 << 20
@@ -31,16 +31,7 @@ SELF_CONTROL = textwrap.dedent("""
     import gpusleep
     rt = ctypes.CDLL("libcudart.so.13")
 
-    def alloc(size, fill):
-        p = ctypes.c_void_p()
-        assert rt.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(size)) == 0
-        assert rt.cudaMemset(p, fill, ctypes.c_size_t(size)) == 0
-        return p
-
-    def read(p, size):
-        host = ctypes.create_string_buffer(size)
-        assert rt.cudaMemcpy(host, p, ctypes.c_size_t(size), 2) == 0
-        return host.raw
+""") + DEVICE_BUFFERS + textwrap.dedent("""
 
     with gpusleep.region("weights"):          # before the first allocation
         w = alloc(4 << 20, 0x57)

@@ -15,7 +15,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from harness import EmulatedCase, Host  # noqa: E402  (puts the package under test on the path)
+from harness import DEVICE_BUFFERS, EmulatedCase, Host  # noqa: E402  (puts the package on the path)
 import gpusleep  # noqa: E402
 from test_tagging import PYTHON_HOST, RULES  # noqa: E402
 
@@ -37,16 +37,7 @@ TMS_PRELUDE = textwrap.dedent("""
     rt = ctypes.CDLL("libcudart.so.13")
     MiB = 1 << 20
 
-    def alloc(size, fill):
-        p = ctypes.c_void_p()
-        assert rt.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(size)) == 0
-        assert rt.cudaMemset(p, fill, ctypes.c_size_t(size)) == 0
-        return p
-
-    def read(p, size):
-        host = ctypes.create_string_buffer(size)
-        assert rt.cudaMemcpy(host, p, ctypes.c_size_t(size), 2) == 0
-        return host.raw
+""") + DEVICE_BUFFERS + textwrap.dedent("""
 
     def free_bytes():
         out = subprocess.run([os.environ["SMI"]], capture_output=True, text=True).stdout

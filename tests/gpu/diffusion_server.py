@@ -21,6 +21,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import serve_client as sc  # noqa: E402
+
 
 class Pipeline:
     """The diffusers pipeline on the GPU, and what the server does with it."""
@@ -110,12 +113,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def reply(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        sc.json_reply(self, code, body)
 
     def do_GET(self):
         if self.path == "/health":

@@ -18,6 +18,16 @@ PROMPTS = [" ".join(f"w{(i * 7919 + j * 104729) % 31000 + 3}" for j in range(24)
 LONG_PROMPT = " ".join(f"w{(j * 7 + 11) % 31000 + 3}" for j in range(600))
 
 
+def json_reply(handler, code, body):
+    """Answers an http.server request with `body` as JSON."""
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -33,12 +33,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def reply(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        sc.json_reply(self, code, body)
 
     def do_GET(self):
         self.reply(200 if self.path == "/health" else 404, {"status": "ok"})

@@ -1,5 +1,5 @@
-// The gate (preload/core/gate.h) on real threads: what passes when, draining, the waiting modes, and
-// the property it exists for: no call is inside while the gate is closed and drained.
+// The gate (preload/core/gate.h) on real threads: what passes when, draining, the waiting modes,
+// and the property it exists for: no call is inside while the gate is closed and drained.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -7,8 +7,8 @@
 #include <thread>
 #include <vector>
 
-#include "fake_gpu.h"
 #include "core/gate.h"
+#include "fake_gpu.h"
 
 using namespace gpusleep;
 using namespace std::chrono_literals;

@@ -55,11 +55,13 @@ TEST_CASE("a request is read strictly: one key once, no NUL, bounded nesting, no
   CHECK(error["error"]["code"] == failure_code(Failure::kBadRequest));
   CHECK(error["error"]["message"].get<std::string>().find("\"op\" appears twice") !=
         std::string::npos);
-  CHECK(parse_error_code(R"({"v":1,"op":"sleep","tags":[{"a":1,"a":2}]})") == failure_code(Failure::kBadRequest));
+  CHECK(parse_error_code(R"({"v":1,"op":"sleep","tags":[{"a":1,"a":2}]})") ==
+        failure_code(Failure::kBadRequest));
   const std::string with_nul("{\"v\":1,\"op\":\"status\"}\0{\"v\":1,\"op\":\"sleep\"}", 42);
   REQUIRE_FALSE(parse_request(with_nul, &r, &error));
   CHECK(error["error"]["message"].get<std::string>().find("NUL") != std::string::npos);
-  CHECK(parse_error_code(std::string("{\"v\":1,\"op\":\"sta\0tus\"}", 22)) == failure_code(Failure::kBadRequest));
+  CHECK(parse_error_code(std::string("{\"v\":1,\"op\":\"sta\0tus\"}", 22)) ==
+        failure_code(Failure::kBadRequest));
   REQUIRE_FALSE(parse_request("", &r, &error));
   CHECK(error["error"]["message"].get<std::string>().find("empty line") != std::string::npos);
   CHECK(parse_error_code("   ") == failure_code(Failure::kBadRequest));
@@ -69,7 +71,8 @@ TEST_CASE("a request is read strictly: one key once, no NUL, bounded nesting, no
            std::string(depth - 1, ']') + "}";
   };
   CHECK(parse_error_code(nested(gpusleep::kMaxJsonDepth)) == "");
-  CHECK(parse_error_code(nested(gpusleep::kMaxJsonDepth + 1)) == failure_code(Failure::kBadRequest));
+  CHECK(parse_error_code(nested(gpusleep::kMaxJsonDepth + 1)) ==
+        failure_code(Failure::kBadRequest));
   CHECK(parse_error_code(nested(1000000)) == failure_code(Failure::kBadRequest));
   CHECK(parse_error_code(R"({"v":)" + std::string(20, '[') + "1" + std::string(20, ']') +
                          R"(,"op":"x"})") == failure_code(Failure::kUnsupportedVersion));
